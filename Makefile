@@ -1,0 +1,37 @@
+# Two entry points that work on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint venv venv-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+venv-dev: $(VENV)/.installed-dev
+
+demo: venv
+	$(BIN)/lit-sllm fit --config experiments/toy/demo.yaml
+
+test: venv-dev
+	$(BIN)/ruff check lit_sllm tests
+	$(BIN)/pytest
+
+lint: venv-dev
+	$(BIN)/ruff check lit_sllm tests
+	$(BIN)/ruff format --check lit_sllm tests
+
+clean:
+	rm -rf $(VENV) runs wandb lightning_logs

@@ -1,0 +1,55 @@
+"""The typed batch that flows from the data layer into `SpeechLLM.prepare_inputs`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Batch:
+    """One collated batch.
+
+    Each audio clip is stood for by one placeholder token in `input_ids`; placeholders are matched to the rows
+    of `audio` in reading order (row by row, left to right), and the model widens each one to as many frames as
+    its clip yields.
+
+    Attributes:
+        input_ids: (B, L) chat-template token ids with one audio placeholder per clip, right padded.
+        attention_mask: (B, L) 1 on real tokens, 0 on padding.
+        labels: (B, L) target ids on trained (assistant) tokens, `IGNORE_INDEX` elsewhere.
+        audio: (N, S) waveforms of every clip in the batch at the encoder's sample rate, zero padded.
+        audio_lengths: (N,) valid samples per clip.
+        source: name of the train source or eval set the batch came from.
+        keys: sample keys, one per row, for tracing a batch back to its shard.
+        tasks: task name per row.
+        references: reference answer per row (what generation is scored against); empty when unknown.
+        extras: recipe-specific tensors or lists (e.g. MTBI's teacher inputs); keyed by name.
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    labels: Tensor
+    audio: Tensor = field(default_factory=lambda: torch.zeros(0, 0))
+    audio_lengths: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    source: str = ""
+    keys: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def num_clips(self) -> int:
+        return self.audio.shape[0]
+
+    def num_target_tokens(self) -> int:
+        return int((self.labels != IGNORE_INDEX).sum())

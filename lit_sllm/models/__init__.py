@@ -1,0 +1,1 @@
+"""The one model, `SpeechLLM`, and the parts it is built from."""

@@ -1,0 +1,95 @@
+"""The causal LM and its LoRA: loaded by name or path exactly as a real run loads them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LLMSpec:
+    """Which causal LM to load and how.
+
+    Attributes:
+        name_or_path: hub id or local folder of any `AutoModelForCausalLM` checkpoint; its tokenizer is loaded from
+            the same place.
+        load_weights: False builds the architecture from the config alone (random init; on the meta device it only
+            counts parameters).
+        dtype: "float32", "bfloat16" or "float16" for the LLM's weights; None keeps float32. With a frozen LLM and
+            bf16-mixed training, "bfloat16" halves its memory.
+        attn_implementation: "sdpa", "eager" or "flash_attention_2"; None lets transformers choose.
+        gradient_checkpointing: recompute the LLM's activations in the backward pass to save memory.
+        trust_remote_code: run code shipped with the checkpoint; keep off unless it needs it.
+    """
+
+    name_or_path: str
+    load_weights: bool = True
+    dtype: str | None = None
+    attn_implementation: str | None = None
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass
+class LoraSpec:
+    """PEFT LoRA on the LLM.
+
+    Attributes:
+        r: rank (VoiceTextBlender: 32).
+        alpha: scaling numerator (VoiceTextBlender: 32).
+        dropout: dropout on the LoRA input.
+        target_modules: module names to adapt; the default covers attention and FFN of Llama/Qwen2/Gemma-style LMs.
+    """
+
+    r: int = 32
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+def _dtype(spec: LLMSpec) -> torch.dtype:
+    if spec.dtype is None:
+        return torch.float32
+    if spec.dtype not in _DTYPES:
+        raise ValueError(f"llm.dtype '{spec.dtype}' is unknown; use one of {sorted(_DTYPES)}.")
+    return _DTYPES[spec.dtype]
+
+
+def load_llm(spec: LLMSpec) -> PreTrainedModel:
+    kwargs = {"trust_remote_code": spec.trust_remote_code, "dtype": _dtype(spec)}
+    if spec.attn_implementation:
+        kwargs["attn_implementation"] = spec.attn_implementation
+    if spec.load_weights:
+        model = AutoModelForCausalLM.from_pretrained(spec.name_or_path, **kwargs)
+    else:
+        config = AutoConfig.from_pretrained(spec.name_or_path, trust_remote_code=spec.trust_remote_code)
+        model = AutoModelForCausalLM.from_config(config, **kwargs)
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model
+
+
+def load_tokenizer(spec: LLMSpec) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(spec.name_or_path, trust_remote_code=spec.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def add_lora(llm: PreTrainedModel, spec: LoraSpec) -> PeftModel:
+    config = LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=list(spec.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(llm, config)

@@ -1,0 +1,143 @@
+"""`SpeechLLM`: speech encoder -> adapter -> spliced into the LLM's input embeddings -> causal LM (+ LoRA).
+
+One model serves both recipes; they differ in data and loss, not in forward code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lit_sllm.data.batch import Batch
+from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN, ensure_audio_token
+from lit_sllm.models.adapters import AdapterFactory, FrameStackMLP
+from lit_sllm.models.encoders import SpeechEncoder
+from lit_sllm.models.freezing import Trainable, apply_trainable, component_of
+from lit_sllm.models.llm import LLMSpec, LoraSpec, add_lora, load_llm, load_tokenizer
+from lit_sllm.models.splice import Spliced, splice_audio
+
+
+class SpeechLLM(nn.Module):
+    """A speech LLM built from any HF causal LM and speech encoder.
+
+    Args:
+        llm: the causal LM (and its tokenizer) to load.
+        encoder: the speech encoder module.
+        adapter: builds the adapter from (encoder width, LLM hidden size); defaults to `FrameStackMLP`.
+        lora: LoRA on the LLM; None for none.
+        trainable: which components train.
+        audio_token: placeholder string for one clip in the chat template.
+    """
+
+    def __init__(
+        self,
+        llm: LLMSpec,
+        encoder: SpeechEncoder,
+        adapter: AdapterFactory = FrameStackMLP,
+        lora: LoraSpec | None = None,
+        trainable: Trainable | None = None,
+        audio_token: str = DEFAULT_AUDIO_TOKEN,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = load_tokenizer(llm)
+        self.audio_token = audio_token
+        self.audio_token_id = ensure_audio_token(self.tokenizer, audio_token)
+        base = load_llm(llm)
+        self.hidden_size = base.get_input_embeddings().embedding_dim
+        self.llm = add_lora(base, lora) if lora is not None else base
+        self.encoder = encoder
+        self.adapter = adapter(encoder.output_dim, self.hidden_size)
+        self.trainable = trainable or Trainable(lora=lora is not None)
+        apply_trainable(self, self.trainable)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.encoder.sample_rate
+
+    @property
+    def has_lora(self) -> bool:
+        return hasattr(self.llm, "disable_adapter")
+
+    def train(self, mode: bool = True) -> SpeechLLM:
+        """Frozen components stay in eval mode (no dropout, fixed norm statistics) while the rest trains."""
+        super().train(mode)
+        if not self.trainable.encoder:
+            self.encoder.eval()
+        if not (self.trainable.llm or (self.trainable.lora and self.has_lora)):
+            self.llm.eval()
+        return self
+
+    def embed_audio(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, S) waveforms -> (N, T, H) LLM-width frames and (N,) valid frame counts."""
+        frames, lengths = self.encoder(audio, audio_lengths)  # (N, T_enc, D_enc)
+        return self.adapter(frames, lengths)  # (N, T, H)
+
+    def prepare_inputs(self, batch: Batch, padding_side: str = "right") -> Spliced:
+        """Embeds tokens and audio and splices them into one sequence per row."""
+        embedding = self.llm.get_input_embeddings()
+        safe_ids = batch.input_ids.masked_fill(batch.input_ids == self.audio_token_id, 0)
+        token_embeds = embedding(safe_ids)  # (B, L, H)
+        if batch.num_clips:
+            audio_embeds, audio_lengths = self.embed_audio(batch.audio, batch.audio_lengths)
+        else:
+            audio_embeds = token_embeds.new_zeros(0, 0, token_embeds.shape[-1])
+            audio_lengths = batch.audio_lengths
+        return splice_audio(
+            token_embeds,
+            batch.input_ids,
+            batch.attention_mask,
+            batch.labels,
+            audio_embeds.to(token_embeds.dtype),
+            audio_lengths,
+            self.audio_token_id,
+            padding_side,
+        )
+
+    def forward(self, inputs: Spliced) -> Tensor:
+        """Spliced inputs -> (B, L', V) logits."""
+        out = self.llm(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, use_cache=False)
+        return out.logits
+
+    @torch.no_grad()
+    def generate(self, batch: Batch, max_new_tokens: int = 64, num_beams: int = 1, **kwargs) -> list[str]:
+        """Answers each prompt in `batch` (prompt-only rows, as made for generation); greedy unless told otherwise."""
+        inputs = self.prepare_inputs(batch, padding_side="left")
+        output = self.llm.generate(
+            inputs_embeds=inputs.inputs_embeds,
+            attention_mask=inputs.attention_mask,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **kwargs,
+        )
+        return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """Trainable parameters and the buffers of modules that own one: all a checkpoint needs beside the config."""
+        state = {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+        for module_name, module in self.named_modules():
+            if any(p.requires_grad for p in module.parameters(recurse=False)):
+                prefix = f"{module_name}." if module_name else ""
+                state.update({prefix + n: b.detach() for n, b in module.named_buffers(recurse=False)})
+        return state
+
+    def load_trainable_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Loads a `trainable_state_dict`; every trainable parameter must be in it and nothing foreign."""
+        own = self.state_dict()
+        unexpected = sorted(set(state) - set(own))
+        missing = sorted(n for n, p in self.named_parameters() if p.requires_grad and n not in state)
+        if unexpected or missing:
+            raise KeyError(
+                f"Checkpoint does not fit this model: {len(unexpected)} unexpected keys (e.g. {unexpected[:3]}), "
+                f"{len(missing)} missing trainable keys (e.g. {missing[:3]}). Check that the config (adapter, "
+                "LoRA, trainable components) matches the one the checkpoint was trained with."
+            )
+        self.load_state_dict(state, strict=False)
+
+    def components(self) -> dict[str, list[str]]:
+        """Component -> its parameter names (for tests and reports)."""
+        names: dict[str, list[str]] = {}
+        for name, _ in self.named_parameters():
+            names.setdefault(component_of(name), []).append(name)
+        return names

@@ -1,0 +1,1 @@
+"""LightningModules: one shared base, one thin module per recipe."""

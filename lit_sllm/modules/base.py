@@ -1,0 +1,168 @@
+"""The LightningModule both recipes share: build the model, one `_step`, optimizer, logging, lean checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from lit_sllm.data.batch import Batch
+from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN
+from lit_sllm.models.adapters import AdapterFactory, FrameStackMLP
+from lit_sllm.models.encoders import SpeechEncoder
+from lit_sllm.models.freezing import Trainable, format_parameter_table, parameter_counts
+from lit_sllm.models.llm import LLMSpec, LoraSpec
+from lit_sllm.models.speech_llm import SpeechLLM
+from lit_sllm.models.splice import Spliced
+from lit_sllm.modules.losses import token_cross_entropy
+from lit_sllm.modules.optim import OptimSpec, ScheduleSpec, build_optimizer, build_scheduler
+
+
+@dataclass
+class GenerationSpec:
+    """Decoding settings for evaluation and prediction.
+
+    Attributes:
+        max_new_tokens: answer length cap.
+        num_beams: 1 is greedy (the papers' evaluation setting).
+    """
+
+    max_new_tokens: int = 64
+    num_beams: int = 1
+
+
+class SpeechLLMModule(L.LightningModule):
+    """Shared recipe base: a thin step around `SpeechLLM` with config-driven optimisation.
+
+    Args:
+        llm: the causal LM to load.
+        encoder: the speech encoder (by class_path).
+        adapter: the adapter (by class_path; its input/output widths are supplied by the model).
+        lora: LoRA on the LLM; null for none.
+        trainable: which components train; null takes the recipe's default.
+        optimizer: optimizer settings.
+        schedule: learning-rate schedule.
+        generation: decoding settings for eval/predict.
+        audio_token: placeholder string for one clip.
+        max_nonfinite_steps: consecutive non-finite losses tolerated (each skips its step) before training stops.
+    """
+
+    default_trainable = Trainable()
+
+    def __init__(
+        self,
+        llm: LLMSpec,
+        encoder: SpeechEncoder,
+        adapter: AdapterFactory = FrameStackMLP,
+        lora: LoraSpec | None = None,
+        trainable: Trainable | None = None,
+        optimizer: OptimSpec | None = None,
+        schedule: ScheduleSpec | None = None,
+        generation: GenerationSpec | None = None,
+        audio_token: str = DEFAULT_AUDIO_TOKEN,
+        max_nonfinite_steps: int = 20,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder", "adapter"])
+        self.model = SpeechLLM(llm, encoder, adapter, lora, trainable or self.default_trainable, audio_token)
+        self.optim_spec = optimizer or OptimSpec()
+        self.schedule_spec = schedule or ScheduleSpec()
+        self.generation = generation or GenerationSpec()
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        # Checkpoints hold trainable weights only; frozen weights come from the pretrained paths in the config.
+        self.strict_loading = False
+
+    # --- the step -------------------------------------------------------------------------------------------------
+
+    def compute_loss(self, batch: Batch, inputs: Spliced, logits: Tensor) -> dict[str, Tensor]:
+        """Recipe loss terms; the base trains with cross-entropy on labelled (assistant) tokens.
+
+        Returns:
+            {"loss": scalar to optimise, ...other scalars to log}.
+        """
+        loss_sum, count = token_cross_entropy(logits, inputs.labels)
+        return {"loss": loss_sum.sum() / count.sum().clamp(min=1)}
+
+    def _step(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+        inputs = self.model.prepare_inputs(batch)
+        logits = self.model(inputs)  # (B, L', V)
+        terms = self.compute_loss(batch, inputs, logits)
+        size = batch.size
+        for name, value in terms.items():
+            self.log(f"{stage}/{batch.source}/{name}", value, batch_size=size, add_dataloader_idx=False, sync_dist=True)
+        self.log(f"{stage}/loss", terms["loss"], batch_size=size, prog_bar=True, sync_dist=stage != "train")
+        return terms
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        self._log_data_stats(batch)
+        terms = self._step(batch, "train")
+        if not torch.isfinite(terms["loss"]):
+            return self._skip_nonfinite(batch)
+        self.nonfinite_in_a_row = 0
+        self.log("train/tokens", float(batch.num_target_tokens()), reduce_fx="sum", batch_size=batch.size)
+        return terms["loss"]
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        answers = self.model.generate(batch, self.generation.max_new_tokens, self.generation.num_beams)
+        return [
+            {"key": key, "task": task, "answer": answer, "reference": reference}
+            for key, task, answer, reference in zip(batch.keys, batch.tasks, answers, batch.references)
+        ]
+
+    def _skip_nonfinite(self, batch: Batch) -> None:
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        self.log("train/nonfinite_steps", float(self.nonfinite_total), batch_size=batch.size)
+        if self.nonfinite_in_a_row >= self.max_nonfinite_steps:
+            raise RuntimeError(
+                f"{self.nonfinite_in_a_row} training steps in a row had a non-finite loss (last batch: source "
+                f"'{batch.source}', keys {batch.keys[:4]}). Lower the learning rate, check the data with "
+                "`lit-sllm data inspect`, or use 32-bit precision; raise model.max_nonfinite_steps to tolerate more."
+            )
+        return None
+
+    def _log_data_stats(self, batch: Batch) -> None:
+        for reason, count in batch.extras.get("skipped", {}).items():
+            self.log(f"data/skipped/{reason}", float(count), reduce_fx="sum", batch_size=batch.size)
+        if "padding_ratio" in batch.extras:
+            self.log(f"data/{batch.source}/padding_ratio", float(batch.extras["padding_ratio"]), batch_size=batch.size)
+
+    # --- optimisation ---------------------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = build_optimizer(params, self.optim_spec, on_cuda=self.device.type == "cuda")
+        total = self.schedule_spec.total_steps or int(self.trainer.estimated_stepping_batches)
+        scheduler = build_scheduler(optimizer, self.schedule_spec, self.optim_spec.lr, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        rank_zero_info("Parameters by component:\n" + format_parameter_table(parameter_counts(self.model)))
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_rate = getattr(datamodule, "sample_rate", self.model.sample_rate)
+        if data_rate != self.model.sample_rate:
+            raise ValueError(
+                f"data.sample_rate is {data_rate} Hz but the encoder expects {self.model.sample_rate} Hz; set "
+                f"data.sample_rate: {self.model.sample_rate} (audio is resampled while streaming)."
+            )
+
+    # --- lean checkpoints -----------------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.model.trainable_state_dict().items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+        self.model.load_trainable_state_dict(state)
