@@ -54,6 +54,7 @@ def _llm_config(family: str, vocab_size: int):
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
+        initializer_range=0.3,  # a frozen random head needs room for confident logits
         pad_token_id=0,
         bos_token_id=2,
         eos_token_id=7,

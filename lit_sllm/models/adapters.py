@@ -16,7 +16,12 @@ AdapterFactory = Callable[[int, int], nn.Module]
 
 
 def stack_frames(frames: Tensor, lengths: Tensor, stack: int) -> tuple[Tensor, Tensor]:
-    """Concatenates every `stack` consecutive frames: (N, T, D) -> (N, ceil(T / k), k * D)."""
+    """Concatenates every `stack` consecutive frames: (N, T, D) -> (N, ceil(T / k), k * D).
+
+    Frames past each clip's length are zeroed first, so the last stacked frame of a clip is the same whatever else
+    is in the batch.
+    """
+    frames = frames * lengths_to_mask(lengths, frames.shape[1])[..., None].to(frames.dtype)
     n, t, d = frames.shape
     pad = (-t) % stack
     if pad:

@@ -35,7 +35,9 @@ def padding_bias(lengths: Tensor, max_len: int, dtype: torch.dtype) -> Tensor:
 
 def _whisper_forward(encoder: nn.Module, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     """Whisper's encoder on variable-length input: no padding to 30 s, padded frames hidden from attention."""
-    hidden = nn.functional.gelu(encoder.conv1(features))
+    hidden = nn.functional.gelu(encoder.conv1(features))  # (N, D, T_mel)
+    # zero the frames past each clip, as the convolution's own padding would be for the clip alone
+    hidden = hidden * lengths_to_mask(lengths, hidden.shape[-1])[:, None, :]
     hidden = nn.functional.gelu(encoder.conv2(hidden)).transpose(1, 2)  # (N, T, D)
     positions = encoder.embed_positions.weight
     if hidden.shape[1] > positions.shape[0]:

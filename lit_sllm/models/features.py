@@ -13,6 +13,16 @@ def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def reflect_tails(audio: Tensor, lengths: Tensor, width: int) -> Tensor:
+    """Mirrors each clip's last samples into the `width` samples after it, as centred STFT framing of the clip alone
+    would, so a clip's features do not depend on what else is in its batch. (N, S) -> (N, S + width)."""
+    padded = nn.functional.pad(audio, (0, width))
+    index = torch.arange(padded.shape[1], device=audio.device)[None, :]  # (1, S + width)
+    last = (lengths[:, None] - 1).clamp(min=0)
+    source = torch.where(index <= last, index, (2 * last - index).clamp(min=0))
+    return padded.gather(1, source.expand(audio.shape[0], -1))
+
+
 class LogMelFeatures(nn.Module):
     """Log-mel filterbank features on a padded batch.
 
@@ -35,8 +45,15 @@ class LogMelFeatures(nn.Module):
     ) -> None:
         super().__init__()
         self.hop_length = hop_length
+        self.n_fft = n_fft
         self.whisper_scaling = whisper_scaling
-        self.mel = torchaudio.transforms.MelSpectrogram(
+        # filterbanks are computed, not learned: build them on the CPU even inside a meta-device context
+        with torch.device("cpu"):
+            self.mel = self._mel_spectrogram(sample_rate, n_fft, hop_length, n_mels)
+
+    @staticmethod
+    def _mel_spectrogram(sample_rate: int, n_fft: int, hop_length: int, n_mels: int) -> nn.Module:
+        return torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate,
             n_fft=n_fft,
             hop_length=hop_length,
@@ -53,7 +70,8 @@ class LogMelFeatures(nn.Module):
         """(N, S) waveforms -> (N, n_mels, T) features and (N,) frame counts."""
         lengths = self.output_lengths(audio_lengths)
         with torch.autocast(audio.device.type, enabled=False):
-            power = self.mel(audio.float())[..., : int(lengths.max())]  # (N, M, T)
+            audio = reflect_tails(audio.float(), audio_lengths, self.n_fft // 2)
+            power = self.mel(audio)[..., : int(lengths.max())]  # (N, M, T)
         mask = lengths_to_mask(lengths, power.shape[-1])[:, None, :]  # (N, 1, T)
         if self.whisper_scaling:
             log_spec = power.clamp(min=1e-10).log10()

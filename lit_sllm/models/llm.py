@@ -17,7 +17,8 @@ class LLMSpec:
 
     Attributes:
         name_or_path: hub id or local folder of any `AutoModelForCausalLM` checkpoint; its tokenizer is loaded from
-            the same place.
+            the same place unless `tokenizer` is set.
+        tokenizer: hub id or folder of the tokenizer, when it lives apart from the weights.
         load_weights: False builds the architecture from the config alone (random init; on the meta device it only
             counts parameters).
         dtype: "float32", "bfloat16" or "float16" for the LLM's weights; None keeps float32. With a frozen LLM and
@@ -28,6 +29,7 @@ class LLMSpec:
     """
 
     name_or_path: str
+    tokenizer: str | None = None
     load_weights: bool = True
     dtype: str | None = None
     attn_implementation: str | None = None
@@ -78,7 +80,8 @@ def load_llm(spec: LLMSpec) -> PreTrainedModel:
 
 
 def load_tokenizer(spec: LLMSpec) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(spec.name_or_path, trust_remote_code=spec.trust_remote_code)
+    source = spec.tokenizer or spec.name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

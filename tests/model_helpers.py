@@ -1,0 +1,69 @@
+"""Builders of tiny SpeechLLMs and hand-made batches shared by the model tests."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from lit_sllm.data.batch import Batch
+from lit_sllm.data.prompts import ChatFormatter
+from lit_sllm.models.adapters import FrameStackMLP
+from lit_sllm.models.encoders import HFSpeechEncoder
+from lit_sllm.models.freezing import Trainable
+from lit_sllm.models.llm import LLMSpec, LoraSpec
+from lit_sllm.models.speech_llm import SpeechLLM
+
+TRANSCRIPTS = ["the red cat", "a blue dog", "two green box", "what colour is the ball"]
+
+
+def tiny_speech_llm(llm_dir: Path, encoder_dir: Path, lora: bool = True, seed: int = 0, **trainable) -> SpeechLLM:
+    torch.manual_seed(seed)
+    return SpeechLLM(
+        LLMSpec(str(llm_dir)),
+        HFSpeechEncoder(str(encoder_dir)),
+        partial(FrameStackMLP, stack=2),
+        LoraSpec(r=4, alpha=8, dropout=0.0) if lora else None,
+        Trainable(**trainable) if trainable else None,
+    )
+
+
+def asr_turns(transcript: str) -> list[dict]:
+    return [
+        {"role": "user", "parts": [{"audio": "flac"}, {"text": "transcribe"}]},
+        {"role": "assistant", "parts": [{"text": transcript}]},
+    ]
+
+
+def _clip(seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    length = int(torch.randint(4800, 9600, (1,), generator=generator))
+    return torch.randn(length, generator=generator) * 0.1
+
+
+def make_batch(model: SpeechLLM, transcripts: list[str], seed: int = 0, prompt_only: bool = False) -> Batch:
+    """A right-padded ASR batch with one random clip (0.3-0.6 s) per row."""
+    formatter = ChatFormatter(model.tokenizer)
+    encoded = [
+        formatter.encode_prompt(asr_turns(t))[0] if prompt_only else formatter.encode(asr_turns(t)) for t in transcripts
+    ]
+    width = max(len(e.input_ids) for e in encoded)
+    pad = model.tokenizer.pad_token_id
+    ids = torch.tensor([e.input_ids + [pad] * (width - len(e.input_ids)) for e in encoded])
+    labels = torch.tensor([e.labels + [-100] * (width - len(e.labels)) for e in encoded])
+    mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in encoded])
+    clips = [_clip(seed + i) for i in range(len(transcripts))]  # each row's clip depends on its own seed only
+    lengths = torch.tensor([len(c) for c in clips])
+    audio = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
+    return Batch(
+        input_ids=ids,
+        attention_mask=mask,
+        labels=labels,
+        audio=audio,
+        audio_lengths=lengths,
+        source="asr",
+        keys=[f"utt{i}" for i in range(len(transcripts))],
+        tasks=["asr"] * len(transcripts),
+        references=list(transcripts),
+    )
