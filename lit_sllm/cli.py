@@ -21,7 +21,7 @@ LIGHTNING_COMMANDS = {
     "predict": "generate answers and write them out",
 }
 # Tool modules, each exposing `add_parser(subparsers)`; only tools that work are listed.
-TOOL_MODULES: tuple[str, ...] = ()
+TOOL_MODULES: tuple[str, ...] = ("lit_sllm.tools.params",)
 
 
 def git_state(cwd: Path | None = None) -> dict[str, str | bool]:
@@ -83,10 +83,10 @@ def tool_parser() -> argparse.ArgumentParser:
 def print_help() -> None:
     lines = ["usage: lit-sllm COMMAND [options]", "", "Training (Lightning CLI; `lit-sllm fit --help` for options):"]
     lines += [f"  {name:<10} {text}" for name, text in LIGHTNING_COMMANDS.items()]
-    tools = tool_parser()._subparsers._group_actions[0].choices if TOOL_MODULES else {}
+    tools = tool_parser()._subparsers._group_actions[0]._choices_actions if TOOL_MODULES else []
     if tools:
         lines += ["", "Tools (`lit-sllm TOOL --help`):"]
-        lines += [f"  {name:<10} {parser.description or ''}" for name, parser in tools.items()]
+        lines += [f"  {action.dest:<10} {action.help}" for action in tools]
     print("\n".join(lines))
 
 

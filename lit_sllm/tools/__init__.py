@@ -1,0 +1,1 @@
+"""Tool subcommands of `lit-sllm` (data, toy, params, ...), each exposing `add_parser(subparsers)`."""
