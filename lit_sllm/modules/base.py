@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
@@ -67,7 +68,10 @@ class SpeechLLMModule(L.LightningModule):
         max_nonfinite_steps: int = 20,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["encoder", "adapter"])
+        # Under the CLI the hyperparameters are the parsed config (class_path dicts), so checkpoints rebuild the
+        # model with `load_from_checkpoint`; built by hand, the encoder and adapter are objects and are left out.
+        built_by_cli = _given_hyperparameters.get() is not None
+        self.save_hyperparameters(ignore=[] if built_by_cli else ["encoder", "adapter"])
         self.model = SpeechLLM(llm, encoder, adapter, lora, trainable or self.default_trainable, audio_token)
         self.optim_spec = optimizer or OptimSpec()
         self.schedule_spec = schedule or ScheduleSpec()
