@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import lightning as L
 import torch
 
 from lit_sllm.data.batch import Batch
@@ -67,3 +68,18 @@ def make_batch(model: SpeechLLM, transcripts: list[str], seed: int = 0, prompt_o
         tasks=["asr"] * len(transcripts),
         references=list(transcripts),
     )
+
+
+class BatchListDataModule(L.LightningDataModule):
+    """Serves fixed, pre-built batches: for module tests that need a Trainer but not the data layer."""
+
+    def __init__(self, train: list[Batch], val: list[Batch] | None = None) -> None:
+        super().__init__()
+        self.train, self.val = train, val or []
+        self.sample_rate = 16000
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.train, batch_size=None, shuffle=False)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(self.val, batch_size=None, shuffle=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,10 @@ class SpeechLLMModule(L.LightningModule):
         # model with `load_from_checkpoint`; built by hand, the encoder and adapter are objects and are left out.
         built_by_cli = _given_hyperparameters.get() is not None
         self.save_hyperparameters(ignore=[] if built_by_cli else ["encoder", "adapter"])
+        # plain dicts keep checkpoints loadable with `torch.load(weights_only=True)`
+        for key, value in list(self.hparams.items()):
+            if dataclasses.is_dataclass(value):
+                self.hparams[key] = dataclasses.asdict(value)
         self.model = SpeechLLM(llm, encoder, adapter, lora, trainable or self.default_trainable, audio_token)
         self.optim_spec = optimizer or OptimSpec()
         self.schedule_spec = schedule or ScheduleSpec()

@@ -1,0 +1,79 @@
+"""MTBI (Multi-Task Behavior Imitation): answer from speech what the frozen LLM answers from the transcript.
+
+Encoder and LLM are frozen; the adapter learns. The target is the teacher's response (written into the shards by
+`lit-sllm teacher`); an optional KL term matches the teacher's full next-token distributions, computed online by
+the same frozen LLM reading the transcript. Interleaving and task sampling happen in the data transform.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lit_sllm.data.batch import IGNORE_INDEX, Batch
+from lit_sllm.models.freezing import Trainable
+from lit_sllm.models.splice import Spliced
+from lit_sllm.modules.base import SpeechLLMModule
+from lit_sllm.modules.losses import token_cross_entropy
+
+
+def answer_logits(logits: Tensor, labels: Tensor) -> Tensor:
+    """Logits that predict the labelled tokens, in order: (B, L, V) -> (n_answer_tokens, V)."""
+    return logits[:, :-1][labels[:, 1:] != IGNORE_INDEX]
+
+
+def distillation_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """Mean over tokens of KL(teacher || student) on temperature-softened distributions, scaled by T^2.
+
+    Args:
+        student: (n, V) logits.
+        teacher: (n, V) logits for the same n target tokens.
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"Student and teacher answer logits differ in shape ({tuple(student.shape)} vs {tuple(teacher.shape)}): "
+            "the teacher input must carry exactly the same response tokens as the student input."
+        )
+    log_p_teacher = (teacher.float() / temperature).log_softmax(-1)
+    log_p_student = (student.float() / temperature).log_softmax(-1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)  # (n,)
+    return kl.mean() * temperature**2 if kl.numel() else kl.sum()
+
+
+class MTBI(SpeechLLMModule):
+    """Behaviour imitation with optional logit distillation.
+
+    Args:
+        kd_weight: weight of the KL term to the teacher's logits (0 trains on the teacher's text only).
+        kd_temperature: softening temperature of the KL term.
+        asr_weight: loss weight of batches whose task is ASR, when ASR is mixed in as one more task.
+        **kwargs: the shared recipe arguments (llm, encoder, adapter, lora, trainable, optimizer, ...).
+    """
+
+    default_trainable = Trainable(encoder=False, adapter=True, llm=False, lora=False)
+
+    def __init__(self, kd_weight: float = 0.0, kd_temperature: float = 1.0, asr_weight: float = 1.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.kd_weight = kd_weight
+        self.kd_temperature = kd_temperature
+        self.asr_weight = asr_weight
+
+    def compute_loss(self, batch: Batch, inputs: Spliced, logits: Tensor) -> dict[str, Tensor]:
+        loss_sum, count = token_cross_entropy(logits, inputs.labels)
+        weights = torch.tensor([self.asr_weight if t == "asr" else 1.0 for t in batch.tasks], device=logits.device)
+        ce = (loss_sum * weights).sum() / (count * weights).sum().clamp(min=1)
+        terms = {"loss": ce, "ce": ce}
+        if self.kd_weight > 0 and "teacher" in batch.extras:
+            kd = distillation_kl(answer_logits(logits, inputs.labels), self.teacher_logits(batch), self.kd_temperature)
+            terms |= {"kd": kd, "loss": ce + self.kd_weight * kd}
+        return terms
+
+    @torch.no_grad()
+    def teacher_logits(self, batch: Batch) -> Tensor:
+        """The frozen LLM's logits on the response tokens, reading the transcript instead of the speech."""
+        teacher: Batch = batch.extras["teacher"]
+        embeds = self.model.llm.get_input_embeddings()(teacher.input_ids)
+        logits = self.model.llm(inputs_embeds=embeds, attention_mask=teacher.attention_mask, use_cache=False).logits
+        return answer_logits(logits, teacher.labels)
