@@ -64,8 +64,7 @@ def test_joint_sft_fit_loss_falls_and_checkpoint_is_lean(tiny_llm_dir, tiny_whis
     trainer.save_checkpoint(tmp_path / "lean.ckpt")
     state = torch.load(tmp_path / "lean.ckpt", weights_only=True)["state_dict"]
     assert state and {component_of(k.removeprefix("model.")) for k in state} == {"encoder", "adapter", "lora"}
-    fresh = _joint_sft(tiny_llm_dir, tiny_whisper_dir)
-    fresh.on_load_checkpoint({"state_dict": state})
+    fresh = JointSFT.load_from_checkpoint(tmp_path / "lean.ckpt")  # rebuilt from hparams alone
     module.eval(), fresh.eval()
     with torch.no_grad():
         expected = module.model(module.model.prepare_inputs(batch))

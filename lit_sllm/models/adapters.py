@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from lit_sllm.models.config import init_args_of
 from lit_sllm.models.features import lengths_to_mask
 
 AdapterFactory = Callable[[int, int], nn.Module]
@@ -62,7 +63,9 @@ class FrameStackMLP(nn.Module):
         activation: str = "swiglu",
         norm: bool = True,
     ) -> None:
+        self_args = init_args_of(locals())
         super().__init__()
+        self.init_args = self_args
         hidden_dim = hidden_dim or output_dim
         self.stack = stack
         self.norm = nn.LayerNorm(stack * input_dim) if norm else nn.Identity()
@@ -108,7 +111,9 @@ class ConformerAdapter(nn.Module):
         downsample: int = 2,
         dropout: float = 0.1,
     ) -> None:
+        self_args = init_args_of(locals())
         super().__init__()
+        self.init_args = self_args
         from torchaudio.models import Conformer
 
         self.downsample = downsample

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
+from lit_sllm.models.config import init_args_of
 from lit_sllm.models.features import LogMelFeatures, lengths_to_mask, normalize_waveform
 
 
@@ -84,7 +85,9 @@ class HFSpeechEncoder(SpeechEncoder):
         normalize_waveform: bool = True,
         trust_remote_code: bool = False,
     ) -> None:
+        self_args = init_args_of(locals())
         super().__init__()
+        self.init_args = self_args
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         self.model_type = config.model_type
         if self.model_type != "whisper" and self.model_type not in _WAV2VEC2_FAMILY:
@@ -146,10 +149,11 @@ class ConformerEncoder(SpeechEncoder):
         dropout: float = 0.1,
         checkpoint: str | None = None,
     ) -> None:
+        self_args = init_args_of(locals())
         super().__init__()
+        self.init_args = self_args
         from torchaudio.models import Conformer
 
-        self.config = {k: v for k, v in locals().items() if k in _CONFORMER_FIELDS}
         self.sample_rate = 16000
         self.output_dim = d_model
         self.features = LogMelFeatures(n_mels=n_mels)
@@ -175,13 +179,11 @@ class ConformerEncoder(SpeechEncoder):
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(self.config, indent=2))
+        config = {k: v for k, v in self.init_args.items() if k != "checkpoint"}
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "model.safetensors"))
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> ConformerEncoder:
         config = json.loads((Path(folder) / "config.json").read_text())
         return cls(**config, checkpoint=str(folder))
-
-
-_CONFORMER_FIELDS = ("n_mels", "d_model", "num_layers", "num_heads", "ffn_dim", "kernel_size", "dropout")

@@ -5,12 +5,17 @@ One model serves both recipes; they differ in data and loss, not in forward code
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import torch
+from jsonargparse import ArgumentParser
 from torch import Tensor, nn
 
 from lit_sllm.data.batch import Batch
 from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN, ensure_audio_token
 from lit_sllm.models.adapters import AdapterFactory, FrameStackMLP
+from lit_sllm.models.config import component_config
 from lit_sllm.models.encoders import SpeechEncoder
 from lit_sllm.models.freezing import Trainable, apply_trainable, component_of
 from lit_sllm.models.llm import LLMSpec, LoraSpec, add_lora, load_llm, load_tokenizer
@@ -39,6 +44,7 @@ class SpeechLLM(nn.Module):
         audio_token: str = DEFAULT_AUDIO_TOKEN,
     ) -> None:
         super().__init__()
+        self.llm_spec, self.lora_spec = llm, lora
         self.tokenizer = load_tokenizer(llm)
         self.audio_token = audio_token
         self.audio_token_id = ensure_audio_token(self.tokenizer, audio_token)
@@ -49,6 +55,24 @@ class SpeechLLM(nn.Module):
         self.adapter = adapter(encoder.output_dim, self.hidden_size)
         self.trainable = trainable or Trainable(lora=lora is not None)
         apply_trainable(self, self.trainable)
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to build this model again (weights aside), as plain data."""
+        return {
+            "llm": dataclasses.asdict(self.llm_spec),
+            "encoder": component_config(self.encoder),
+            "adapter": component_config(self.adapter),
+            "lora": dataclasses.asdict(self.lora_spec) if self.lora_spec else None,
+            "trainable": dataclasses.asdict(self.trainable),
+            "audio_token": self.audio_token,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SpeechLLM:
+        """Builds a model from `config()` output (components by class_path), loading pretrained parts by path."""
+        parser = ArgumentParser(exit_on_error=False)
+        parser.add_class_arguments(cls, "model")
+        return parser.instantiate_classes(parser.parse_object({"model": config})).model
 
     @property
     def sample_rate(self) -> int:

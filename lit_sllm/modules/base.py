@@ -8,7 +8,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
@@ -69,15 +68,9 @@ class SpeechLLMModule(L.LightningModule):
         max_nonfinite_steps: int = 20,
     ) -> None:
         super().__init__()
-        # Under the CLI the hyperparameters are the parsed config (class_path dicts), so checkpoints rebuild the
-        # model with `load_from_checkpoint`; built by hand, the encoder and adapter are objects and are left out.
-        built_by_cli = _given_hyperparameters.get() is not None
-        self.save_hyperparameters(ignore=[] if built_by_cli else ["encoder", "adapter"])
-        # plain dicts keep checkpoints loadable with `torch.load(weights_only=True)`
-        for key, value in list(self.hparams.items()):
-            if dataclasses.is_dataclass(value):
-                self.hparams[key] = dataclasses.asdict(value)
+        self.save_hyperparameters(ignore=["encoder", "adapter"])
         self.model = SpeechLLM(llm, encoder, adapter, lora, trainable or self.default_trainable, audio_token)
+        self._record_hparams()
         self.optim_spec = optimizer or OptimSpec()
         self.schedule_spec = schedule or ScheduleSpec()
         self.generation = generation or GenerationSpec()
@@ -86,6 +79,21 @@ class SpeechLLMModule(L.LightningModule):
         self.nonfinite_total = 0
         # Checkpoints hold trainable weights only; frozen weights come from the pretrained paths in the config.
         self.strict_loading = False
+
+    def _record_hparams(self) -> None:
+        """Hyperparameters as plain data, components by class_path, so `load_from_checkpoint` rebuilds the module
+        through jsonargparse and `torch.load(weights_only=True)` can read every checkpoint."""
+        config = self.model.config()
+        for key, value in list(self.hparams.items()):
+            if dataclasses.is_dataclass(value):
+                self.hparams[key] = dataclasses.asdict(value)
+        cls = type(self)
+        self.hparams.update(
+            encoder=config["encoder"],
+            adapter=config["adapter"],
+            _class_path=f"{cls.__module__}.{cls.__qualname__}",
+            _instantiator="lightning.pytorch.cli.instantiate_module",
+        )
 
     # --- the step -------------------------------------------------------------------------------------------------
 
