@@ -27,6 +27,11 @@ class SpeechEncoder(nn.Module):
     def forward(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    def portable_init_args(self, folder: Path) -> dict:
+        """Init args that rebuild this encoder's architecture from files under `folder` alone (weights are saved
+        beside them by the exporter), so an export does not depend on the original checkpoint path."""
+        return {k: v for k, v in self.init_args.items() if k != "checkpoint"}
+
 
 def padding_bias(lengths: Tensor, max_len: int, dtype: torch.dtype) -> Tensor:
     """(N,) lengths -> (N, 1, 1, T) additive attention bias that hides padded keys."""
@@ -111,6 +116,10 @@ class HFSpeechEncoder(SpeechEncoder):
         if self.normalize:
             audio = normalize_waveform(audio, audio_lengths)
         return _wav2vec2_forward(self.model, audio, audio_lengths)
+
+    def portable_init_args(self, folder: Path) -> dict:
+        self.model.config.save_pretrained(folder)
+        return {**self.init_args, "name_or_path": str(folder), "load_weights": False}
 
 
 def _load_encoder(

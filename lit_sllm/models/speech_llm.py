@@ -74,6 +74,19 @@ class SpeechLLM(nn.Module):
         parser.add_class_arguments(cls, "model")
         return parser.instantiate_classes(parser.parse_object({"model": config})).model
 
+    @classmethod
+    def from_pretrained(cls, folder: str) -> SpeechLLM:
+        """Loads a folder written by `lit-sllm export` (see `lit_sllm.models.export`)."""
+        from lit_sllm.models.export import load_pretrained
+
+        return load_pretrained(folder)
+
+    def save_pretrained(self, folder: str, merge_lora: bool = False) -> None:
+        """Writes an export folder that `from_pretrained` and plain transformers + peft can read."""
+        from lit_sllm.models.export import save_pretrained
+
+        save_pretrained(self, folder, merge_lora)
+
     @property
     def sample_rate(self) -> int:
         return self.encoder.sample_rate
