@@ -122,7 +122,7 @@ class SpeechLLMModule(L.LightningModule):
         if not torch.isfinite(terms["loss"]):
             return self._skip_nonfinite(batch)
         self.nonfinite_in_a_row = 0
-        self.log("train/tokens", float(batch.num_target_tokens()), reduce_fx="sum", batch_size=batch.size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=batch.size)
         return terms["loss"]
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -1,0 +1,1 @@
+"""Callbacks: text-only forgetting, sample tables, throughput."""
