@@ -1,0 +1,70 @@
+"""`lit-sllm sweep`: W&B sweep files expanded offline (grid, random, SLURM array)."""
+
+from __future__ import annotations
+
+import shlex
+
+from lit_sllm.cli import main
+from lit_sllm.tools.sweep import command_for, expand, load_sweep
+
+GRID = """
+program: lit-sllm
+method: grid
+command:
+  - ${env}
+  - ${program}
+  - fit
+  - --config
+  - experiments/toy/joint_sft.yaml
+  - ${args}
+parameters:
+  model.optimizer.lr: {values: [0.001, 0.0003]}
+  model.adapter.stack: {values: [2, 4]}
+  seed_everything: {value: 7}
+"""
+
+RANDOM = """
+method: random
+run_cap: 5
+parameters:
+  model.optimizer.lr: {distribution: log_uniform_values, min: 1.0e-5, max: 1.0e-3}
+  model.kd_weight: {distribution: uniform, min: 0.0, max: 1.0}
+  model.adapter.stack: {values: [2, 4, 8]}
+"""
+
+
+def test_grid_of_two_by_two_gives_four_runs(tmp_path, capsys):
+    (tmp_path / "grid.yaml").write_text(GRID)
+    assert main(["sweep", str(tmp_path / "grid.yaml"), "--dry-run"]) == 0
+    lines = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 4
+    assert lines[0] == [
+        "lit-sllm",
+        "fit",
+        "--config",
+        "experiments/toy/joint_sft.yaml",
+        "--model.optimizer.lr=0.001",
+        "--model.adapter.stack=2",
+        "--seed_everything=7",
+    ]
+    assert {(line[4], line[5]) for line in lines} == {
+        (f"--model.optimizer.lr={lr}", f"--model.adapter.stack={k}") for lr in (0.001, 0.0003) for k in (2, 4)
+    }
+
+
+def test_random_sweep_is_seeded_and_within_bounds(tmp_path):
+    (tmp_path / "random.yaml").write_text(RANDOM)
+    sweep = load_sweep(tmp_path / "random.yaml")
+    runs = expand(sweep, seed=3)
+    assert len(runs) == 5 and runs == expand(sweep, seed=3) and runs != expand(sweep, seed=4)
+    assert all(1e-5 <= r["model.optimizer.lr"] <= 1e-3 and 0 <= r["model.kd_weight"] <= 1 for r in runs)
+    assert {r["model.adapter.stack"] for r in expand(sweep, count=60)} == {2, 4, 8}
+    assert command_for(sweep, runs[0])[0] == "lit-sllm"
+
+
+def test_slurm_dry_run_prints_an_array_job(tmp_path, capsys):
+    (tmp_path / "grid.yaml").write_text(GRID)
+    assert main(["sweep", str(tmp_path / "grid.yaml"), "--slurm", "--dry-run"]) == 0
+    script = capsys.readouterr().out
+    assert "#SBATCH --array=0-3" in script and script.count(" ;;") == 4
+    assert "LIT_SLLM_RUN_NAME=grid-$SLURM_ARRAY_TASK_ID" in script
