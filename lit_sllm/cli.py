@@ -21,7 +21,13 @@ LIGHTNING_COMMANDS = {
     "predict": "generate answers and write them out",
 }
 # Tool modules, each exposing `add_parser(subparsers)`; only tools that work are listed.
-TOOL_MODULES: tuple[str, ...] = ("lit_sllm.tools.export", "lit_sllm.tools.params", "lit_sllm.tools.sweep", "lit_sllm.tools.teacher")
+TOOL_MODULES: tuple[str, ...] = (
+    "lit_sllm.tools.data",
+    "lit_sllm.tools.export",
+    "lit_sllm.tools.params",
+    "lit_sllm.tools.sweep",
+    "lit_sllm.tools.teacher",
+)
 
 
 def git_state(cwd: Path | None = None) -> dict[str, str | bool]:

@@ -1,0 +1,106 @@
+"""`lit-sllm data`: write WebDataset shard sets from a JSONL manifest, a LibriSpeech split or a chat JSONL, and
+inspect them.
+
+Each writing command prints one summary line (samples written, hours, skips by reason with their locations) and exits
+non-zero only when its input cannot be used at all (a missing file, an existing shard set, a bad option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from lit_sllm.data.inspect import add_inspect_parser
+from lit_sllm.data.shards import (
+    SkipLog,
+    WriteResult,
+    chat_to_samples,
+    librispeech_to_samples,
+    speech_turn_picker,
+    write_manifest,
+    write_samples,
+)
+from lit_sllm.data.tts import TTS, EspeakTTS
+
+TTS_ENGINES: dict[str, Callable[[argparse.Namespace], TTS]] = {
+    "espeak": lambda args: EspeakTTS(voice=args.voice, sample_rate=args.sample_rate),
+}
+
+
+def run_write(args: argparse.Namespace) -> WriteResult:
+    return write_manifest(args.manifest, args.out, args.name, args.shard_size, args.workers, args.sample_rate)
+
+
+def run_librispeech(args: argparse.Namespace) -> WriteResult:
+    skips = SkipLog()
+    samples = librispeech_to_samples(args.root, skips)
+    return write_samples(samples, args.out, args.name or Path(args.root).resolve().name, args.shard_size, skips)
+
+
+def run_chat(args: argparse.Namespace) -> WriteResult:
+    skips = SkipLog()
+    tts = TTS_ENGINES[args.tts](args) if args.tts else None
+    samples = chat_to_samples(args.jsonl, tts, args.speech_turns, args.seed, skips)
+    return write_samples(samples, args.out, args.name or Path(args.jsonl).stem, args.shard_size, skips)
+
+
+def reporting(command: Callable[[argparse.Namespace], WriteResult]) -> Callable[[argparse.Namespace], int]:
+    """Runs a write command, prints its summary line, and turns unusable input into exit code 1 with the reason."""
+
+    def run(args: argparse.Namespace) -> int:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            result = command(args)
+        except (OSError, ValueError, RuntimeError) as err:
+            print(f"lit-sllm data {args.data_command}: {err}", file=sys.stderr)
+            return 1
+        print(result.summary())
+        return 0
+
+    return run
+
+
+def speech_turns_arg(value: str) -> str | float:
+    """argparse type for --speech-turns: "first", "all" or a probability."""
+    try:
+        speech_turn_picker(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return value if value in ("first", "all") else float(value)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="folder for the shards and index.json (must not hold a set)")
+    parser.add_argument("--name", default=None, help="shard file prefix (default: from the input's name)")
+    parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="write and inspect WebDataset shard sets", description=__doc__)
+    commands = parser.add_subparsers(dest="data_command", required=True)
+
+    write = commands.add_parser("write", help="shards from a JSONL manifest of schema samples with audio files")
+    write.add_argument("--manifest", required=True, help="JSONL: schema sample + 'audio' {part: file} per line")
+    add_output_arguments(write)
+    write.add_argument("--workers", type=int, default=1, help="processes reading and encoding audio")
+    write.add_argument("--sample-rate", type=int, default=None, help="resample audio to this rate (default: keep)")
+    write.set_defaults(func=reporting(run_write))
+
+    libri = commands.add_parser("librispeech", help="ASR shards from a LibriSpeech split folder")
+    libri.add_argument("--root", required=True, help="split folder, e.g. LibriSpeech/train-clean-100")
+    add_output_arguments(libri)
+    libri.set_defaults(func=reporting(run_librispeech))
+
+    chat = commands.add_parser("chat", help="text (or, with --tts, mixed speech/text) shards from chat JSONL")
+    chat.add_argument("--jsonl", required=True, help="ShareGPT ('conversations') or OpenAI ('messages') JSONL")
+    add_output_arguments(chat)
+    chat.add_argument("--tts", choices=sorted(TTS_ENGINES), default=None, help="speak user turns with this TTS")
+    chat.add_argument("--speech-turns", type=speech_turns_arg, default="first", help="first, all, or a probability")
+    chat.add_argument("--voice", default="en-us", help="TTS voice")
+    chat.add_argument("--sample-rate", type=int, default=16000, help="TTS output rate in Hz")
+    chat.add_argument("--seed", type=int, default=0, help="seed of the probabilistic speech-turn pick")
+    chat.set_defaults(func=reporting(run_chat))
+    add_inspect_parser(commands)
