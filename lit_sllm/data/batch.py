@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,3 +54,12 @@ class Batch:
 
     def num_target_tokens(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
+
+    def pin_memory(self) -> Batch:
+        """Pinned copy for fast host-to-device transfer (the DataLoader's pin-memory thread calls this)."""
+        extras = {k: v.pin_memory() if isinstance(v, Tensor | Batch) else v for k, v in self.extras.items()}
+        pinned = {name: getattr(self, name).pin_memory() for name in _TENSOR_FIELDS}
+        return dataclasses.replace(self, **pinned, extras=extras)
+
+
+_TENSOR_FIELDS = ("input_ids", "attention_mask", "labels", "audio", "audio_lengths")

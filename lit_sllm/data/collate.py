@@ -1,0 +1,185 @@
+"""From decoded samples to the typed `Batch`: optional per-source transform, chat encoding, padding.
+
+Samples are encoded one at a time (so batching can measure their tokens) and padded together in `collate`.
+Training mode labels the assistant tokens; generation mode encodes the prompt only and keeps the final assistant
+answer as the reference.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from lit_sllm.data.batch import IGNORE_INDEX, Batch
+from lit_sllm.data.batching import padding_ratio
+from lit_sllm.data.prompts import ChatFormatter
+from lit_sllm.data.schema import Sample
+
+SampleTransform = Callable[[Sample, random.Random], Sample]
+
+
+@dataclass
+class EncodedSample:
+    """One sample as token ids and its clips in placeholder order, ready to be padded into a batch.
+
+    Attributes:
+        key: sample key.
+        task: task name.
+        input_ids: chat-template token ids with one audio placeholder per clip.
+        labels: ids on trained tokens, `IGNORE_INDEX` elsewhere (all ignored in generation mode).
+        clips: (S_i,) waveform per placeholder, in order.
+        reference: the final assistant answer (empty when the sample has none).
+        duration: seconds of audio over all clips.
+        teacher: the transcript-only view (`Sample.teacher_turns`) encoded the same way, for distillation.
+    """
+
+    key: str
+    task: str
+    input_ids: list[int]
+    labels: list[int]
+    clips: list[Tensor] = field(default_factory=list)
+    reference: str = ""
+    duration: float = 0.0
+    teacher: EncodedSample | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.input_ids)
+
+    def measure(self) -> tuple[float, int]:
+        """(seconds of audio, tokens): what batching limits are counted in."""
+        return self.duration, len(self.input_ids)
+
+
+def final_answer(turns: Sequence[dict], separator: str = " ") -> str:
+    """Text of the last turn when it is the assistant's, else ""."""
+    if not turns or turns[-1]["role"] != "assistant":
+        return ""
+    return separator.join(part["text"] for part in turns[-1]["parts"] if "text" in part)
+
+
+class SampleEncoder:
+    """Encodes samples of one source.
+
+    Args:
+        formatter: the chat formatter (holds the tokenizer and the audio placeholder).
+        sample_rate: rate every clip must have (the pipeline resamples; a transform must keep it).
+        generate: encode the prompt only (eval/predict) instead of the full conversation with labels.
+        transform: optional `(sample, rng) -> sample` hook run first (e.g. MTBI task sampling, interleaving).
+        train_on: "assistant" labels every assistant turn, "last" only the final one.
+    """
+
+    def __init__(
+        self,
+        formatter: ChatFormatter,
+        sample_rate: int,
+        generate: bool = False,
+        transform: SampleTransform | None = None,
+        train_on: str = "assistant",
+    ) -> None:
+        self.formatter = formatter
+        self.sample_rate = sample_rate
+        self.generate = generate
+        self.transform = transform
+        self.train_on = train_on
+
+    def __call__(self, sample: Sample, rng: random.Random) -> EncodedSample:
+        if self.transform is not None:
+            sample = self.transform(sample, rng)
+        if self.generate:
+            dialog, reference = self.formatter.encode_prompt(sample.turns)
+        else:
+            dialog = self.formatter.encode(sample.turns, train_on=self.train_on)
+            reference = final_answer(sample.turns, self.formatter.part_separator)
+        clips = [self._clip(sample, name) for name in dialog.audio_refs]
+        duration = sum(clip.numel() for clip in clips) / self.sample_rate
+        encoded = EncodedSample(sample.key, sample.task, dialog.input_ids, dialog.labels, clips, reference, duration)
+        if sample.teacher_turns is not None and not self.generate:
+            encoded.teacher = self._teacher(sample, encoded)
+        return encoded
+
+    def _teacher(self, sample: Sample, student: EncodedSample) -> EncodedSample:
+        dialog = self.formatter.encode(sample.teacher_turns, train_on=self.train_on)
+        if [t for t in dialog.labels if t != IGNORE_INDEX] != [t for t in student.labels if t != IGNORE_INDEX]:
+            raise ValueError(
+                f"Sample {sample.key}: the teacher view's answer tokens differ from the student's; a transform must "
+                "give `teacher_turns` exactly the same assistant turns as `turns`."
+            )
+        return EncodedSample(sample.key, sample.task, dialog.input_ids, dialog.labels, reference=student.reference)
+
+    def _clip(self, sample: Sample, name: str) -> Tensor:
+        if name not in sample.audio:
+            raise KeyError(
+                f"Sample {sample.key} (from {sample.source}) refers to audio part '{name}' but has only "
+                f"{sorted(sample.audio)}; the source's transform must add every clip it references."
+            )
+        wave, rate = sample.audio[name]
+        if rate != self.sample_rate:
+            raise ValueError(
+                f"Sample {sample.key}: clip '{name}' is at {rate} Hz, not data.sample_rate {self.sample_rate} Hz; "
+                "a transform must keep the rate (resample with lit_sllm.data.audio.resample)."
+            )
+        return wave
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int) -> Tensor:
+    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)  # (B, L)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return out
+
+
+def _pad_audio(clips: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    lengths = torch.tensor([clip.numel() for clip in clips], dtype=torch.long)  # (N,)
+    audio = torch.zeros(len(clips), int(lengths.max()) if clips else 0)  # (N, S)
+    for i, clip in enumerate(clips):
+        audio[i, : clip.numel()] = clip
+    return audio, lengths
+
+
+def _teacher_batch(items: Sequence[EncodedSample], source: str, pad_id: int) -> dict[str, Batch]:
+    """{"teacher": text-only Batch of the teacher views} when every item has one, {} when none has."""
+    teachers = [item.teacher for item in items if item.teacher is not None]
+    if not teachers:
+        return {}
+    if len(teachers) != len(items):
+        raise ValueError(
+            f"Batch from '{source}' mixes samples with and without a teacher view ({len(teachers)} of {len(items)}); "
+            "a transform must set `teacher_turns` on every sample or on none."
+        )
+    return {"teacher": collate(teachers, source, pad_id)}
+
+
+def collate(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch:
+    """Pads encoded samples into a `Batch` (token ids right padded, clips zero padded in placeholder order).
+
+    `extras` gets `tokens` (real tokens), `token_padding_ratio`, `audio_seconds` and `padding_ratio`: real over
+    padded audio frames when the batch has audio, else the token ratio; and `teacher`, the batch of teacher
+    views, when the samples carry them.
+    """
+    clips = [clip for item in items for clip in item.clips]
+    audio, audio_lengths = _pad_audio(clips)
+    token_lengths = [item.num_tokens for item in items]
+    token_ratio = padding_ratio(token_lengths)
+    return Batch(
+        input_ids=_pad([item.input_ids for item in items], pad_id),  # (B, L)
+        attention_mask=_pad([[1] * n for n in token_lengths], 0),  # (B, L)
+        labels=_pad([item.labels for item in items], IGNORE_INDEX),  # (B, L)
+        audio=audio,
+        audio_lengths=audio_lengths,
+        source=source,
+        keys=[item.key for item in items],
+        tasks=[item.task for item in items],
+        references=[item.reference for item in items],
+        extras={
+            "tokens": sum(token_lengths),
+            "token_padding_ratio": token_ratio,
+            "audio_seconds": sum(item.duration for item in items),
+            "padding_ratio": padding_ratio(audio_lengths.tolist()) if clips else token_ratio,
+            **_teacher_batch(items, source, pad_id),
+        },
+    )

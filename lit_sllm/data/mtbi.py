@@ -1,0 +1,82 @@
+"""The MTBI sample transform: one teacher-labelled utterance -> one behaviour-imitation conversation.
+
+Each time a sample is read, one task is drawn (or ASR, with `asr_prob`); the user turn is the task prompt the
+teacher answered plus the utterance as speech (or, with `interleave_prob`, as interleaved speech and text spans),
+and the target is the teacher's response. With `teacher_view` the same conversation with the full transcript in
+place of the speech rides along for online logit distillation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from lit_sllm.data.interleave import interleave, random_spans
+from lit_sllm.data.schema import Sample
+from lit_sllm.data.tasks import task_turns
+
+
+class BehaviourImitation:
+    """`(sample, rng) -> sample` transform for MTBI sources (set it as a train source's `transform`).
+
+    Args:
+        tasks: task names to train on; None takes every task the teacher answered.
+        asr_prob: probability of an ASR conversation (transcript as target) instead of a task.
+        asr_prompt: the ASR instruction.
+        interleave_prob: probability that word spans of the utterance are given as text (needs `words`).
+        min_span: fewest words in one interleaved run.
+        max_span: most words in one interleaved run.
+        teacher_view: attach the transcript-only conversation for logit distillation.
+    """
+
+    def __init__(
+        self,
+        tasks: list[str] | None = None,
+        asr_prob: float = 0.0,
+        asr_prompt: str = "Transcribe the audio.",
+        interleave_prob: float = 0.0,
+        min_span: int = 1,
+        max_span: int = 4,
+        teacher_view: bool = False,
+    ) -> None:
+        self.tasks = set(tasks) if tasks is not None else None
+        self.asr_prob = asr_prob
+        self.asr_prompt = asr_prompt
+        self.interleave_prob = interleave_prob
+        self.min_span, self.max_span = min_span, max_span
+        self.teacher_view = teacher_view
+
+    def pick_task(self, sample: Sample, rng: random.Random) -> tuple[str, str, str]:
+        """(task, prompt, answer) for this reading of the sample."""
+        answered = sorted(t for t in sample.responses if self.tasks is None or t in self.tasks)
+        if not answered and self.asr_prob <= 0:
+            raise KeyError(
+                f"Sample {sample.key} (from {sample.source}) has no teacher responses for the MTBI tasks; run "
+                "`lit-sllm teacher` on these shards first, or set asr_prob > 0."
+            )
+        if not answered or rng.random() < self.asr_prob:
+            return "asr", self.asr_prompt, sample.transcript or ""
+        task = rng.choice(answered)
+        if task not in sample.prompts:
+            raise KeyError(
+                f"Sample {sample.key}: response '{task}' has no recorded prompt; relabel with `lit-sllm teacher`."
+            )
+        return task, sample.prompts[task], sample.responses[task]
+
+    def __call__(self, sample: Sample, rng: random.Random) -> Sample:
+        if len(sample.audio) != 1 or not sample.transcript:
+            raise ValueError(
+                f"Sample {sample.key} (from {sample.source}): MTBI needs one clip and its transcript, got "
+                f"{len(sample.audio)} clips and transcript {sample.transcript!r}."
+            )
+        task, prompt, answer = self.pick_task(sample, rng)
+        ((name, (wave, rate)),) = sample.audio.items()
+        parts, audio = [{"audio": name}], dict(sample.audio)
+        if sample.words and len(sample.words) > 1 and rng.random() < self.interleave_prob:
+            spans = random_spans(len(sample.words), rng, self.min_span, self.max_span)
+            parts, clips = interleave(sample.words, wave, rate, spans)
+            audio = {clip_name: (clip, rate) for clip_name, clip in clips.items()}
+        teacher = task_turns(prompt, [{"text": sample.transcript}], answer) if self.teacher_view else None
+        return dataclasses.replace(
+            sample, task=task, turns=task_turns(prompt, parts, answer), audio=audio, teacher_turns=teacher
+        )
