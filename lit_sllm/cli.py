@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
@@ -61,8 +62,18 @@ class SaveConfigWithGit(SaveConfigCallback):
             logger.log_hyperparams({"git": state})
 
 
+def tokenizer_of(llm: Any) -> str:
+    """The tokenizer path of an `llm:` config section (its own `tokenizer`, else the model path)."""
+    return llm.tokenizer or llm.name_or_path
+
+
 class LitSLLMCLI(LightningCLI):
-    """LightningCLI with the suite's defaults: omegaconf interpolation, any recipe by class_path."""
+    """LightningCLI with the suite's defaults: omegaconf interpolation, any recipe by class_path, and the data's
+    tokenizer taken from the model's LLM so the two can never disagree."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("model.init_args.llm", "data.init_args.tokenizer", compute_fn=tokenizer_of)
+        parser.link_arguments("model.init_args.audio_token", "data.init_args.audio_token")
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         super().__init__(
@@ -104,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         print_help()
         return 0
     if argv[0] in LIGHTNING_COMMANDS or argv[0].startswith("-"):
-        LitSLLMCLI(args=None if from_command_line else argv)
+        try:
+            LitSLLMCLI(args=None if from_command_line else argv)
+        except SystemExit as done:  # --print_config and --help end by exiting; report their code instead
+            return int(done.code or 0)
         return 0
     args = tool_parser().parse_args(argv)
     return int(args.func(args) or 0)

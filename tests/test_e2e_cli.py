@@ -1,0 +1,106 @@
+"""End to end through `lit-sllm fit`: real shards in tmp, tiny random models, a real Trainer for a few steps."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+from data_helpers import speech_set, text_set
+
+from lit_sllm.cli import main
+from lit_sllm.models.freezing import component_of
+
+CONFIG = """
+seed_everything: 0
+model:
+  class_path: lit_sllm.modules.joint_sft.JointSFT
+  init_args:
+    llm: {{name_or_path: {llm}}}
+    encoder:
+      class_path: lit_sllm.models.encoders.HFSpeechEncoder
+      init_args: {{name_or_path: {encoder}}}
+    adapter:
+      class_path: lit_sllm.models.adapters.FrameStackMLP
+      init_args: {{stack: 2}}
+    lora: {{r: 4, alpha: 8, dropout: 0.0}}
+    optimizer: {{lr: 0.01, weight_decay: 0.0}}
+    schedule: {{warmup_steps: 1}}
+    generation: {{max_new_tokens: 4}}
+data:
+  class_path: lit_sllm.data.SpeechTextDataModule
+  init_args:
+    num_workers: 0
+    batches_per_epoch: 6
+    train:
+      asr: {{shards: {asr}, weight: 0.5, batching: {{max_duration: 2.0, batch_size: 4}}}}
+      text: {{shards: {text}, weight: 0.5, batching: {{batch_size: 2}}}}
+    val:
+      asr: {{shards: {asr}, batching: {{batch_size: 4}}}}
+trainer:
+  accelerator: cpu
+  max_steps: 6
+  log_every_n_steps: 1
+  val_check_interval: 3
+  num_sanity_val_steps: 0
+  enable_progress_bar: false
+  default_root_dir: {root}
+  logger:
+    class_path: lightning.pytorch.loggers.CSVLogger
+    init_args: {{save_dir: {root}, name: run}}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: {root}/ckpt, save_last: true, every_n_train_steps: 3}}
+    - class_path: lit_sllm.callbacks.forgetting.TextForgetting
+      init_args: {{sets: {{text: {text}}}, batch_size: 2, max_batches: 2, max_new_tokens: 3}}
+    - class_path: lit_sllm.callbacks.samples.SampleTable
+      init_args: {{rows_per_set: 2, max_new_tokens: 3}}
+    - class_path: lit_sllm.callbacks.throughput.Throughput
+"""
+
+
+@pytest.fixture()
+def run_config(tmp_path, tiny_llm_dir, tiny_whisper_dir):
+    speech_set(tmp_path / "asr", shards=2, per_shard=6)
+    text_set(tmp_path / "text", shards=1, per_shard=6)
+    values = dict(llm=tiny_llm_dir, encoder=tiny_whisper_dir, asr=tmp_path / "asr", text=tmp_path / "text")
+    path = tmp_path / "run.yaml"
+    path.write_text(CONFIG.format(root=tmp_path / "out", **values))
+    return path
+
+
+def _metrics(folder) -> list[dict[str, str]]:
+    with open(next(folder.rglob("metrics.csv"))) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_fit_logs_forgetting_saves_lean_checkpoints_config_and_git(run_config, tmp_path):
+    assert main(["fit", "--config", str(run_config)]) == 0
+    out = tmp_path / "out"
+    rows = _metrics(out)
+    columns = set(rows[0])
+    assert {"train/loss", "train/asr/loss", "train/text/loss", "val/asr/loss", "train/tokens_per_s"} <= columns
+    forgetting = [r for r in rows if r.get("forgetting/text/ppl_ratio")]
+    assert len(forgetting) == 2  # validations at steps 3 and 6
+    assert all(float(r["forgetting/text/kl"]) >= 0 for r in forgetting)
+    assert any(r.get("forgetting/text/base_ppl") for r in rows)
+    # the run's resolved config and git commit sit next to the checkpoints
+    for name in ("config.yaml", "git.json"):
+        assert (out / "ckpt" / name).is_file()
+    assert set(json.loads((out / "ckpt" / "git.json").read_text())) == {"commit", "dirty"}
+    # lean checkpoints: trainable weights only (encoder, adapter and LoRA for joint SFT)
+    state = torch.load(out / "ckpt" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert {component_of(k.removeprefix("model.")) for k in state["state_dict"]} == {"encoder", "adapter", "lora"}
+    assert state["global_step"] == 6
+    assert list((out / "run").rglob("samples/step_*.jsonl"))
+
+
+def test_print_config_loads_back_unchanged(run_config, tmp_path, capsys):
+    assert main(["fit", "--config", str(run_config), "--model.adapter.stack", "4", "--print_config"]) == 0
+    first = capsys.readouterr().out
+    (tmp_path / "p.yaml").write_text(first)
+    assert main(["fit", "--config", str(tmp_path / "p.yaml"), "--print_config"]) == 0
+    assert capsys.readouterr().out == first
+    assert yaml.safe_load(first)["model"]["init_args"]["adapter"]["init_args"]["stack"] == 4
