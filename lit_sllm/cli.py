@@ -48,10 +48,10 @@ class SaveConfigWithGit(SaveConfigCallback):
     """Saves the resolved config and the git commit next to the checkpoints and logs."""
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        folders = {log_dir}
-        if trainer.checkpoint_callback is not None and getattr(trainer.checkpoint_callback, "dirpath", None):
-            folders.add(Path(trainer.checkpoint_callback.dirpath))
+        folders = {Path(trainer.log_dir or trainer.default_root_dir)}
+        checkpoints = trainer.checkpoint_callback
+        if stage == "fit" and checkpoints is not None and getattr(checkpoints, "dirpath", None):
+            folders.add(Path(checkpoints.dirpath))  # only training writes beside its checkpoints
         state = git_state()
         text = self.parser.dump(self.config, skip_none=False)
         for folder in folders:

@@ -39,6 +39,9 @@ data:
       text: {{shards: {text}, weight: 0.5, batching: {{batch_size: 2}}}}
     val:
       asr: {{shards: {asr}, batching: {{batch_size: 4}}}}
+    test:
+      asr: {{shards: {asr}, batching: {{batch_size: 4}}}}
+      text: {{shards: {text}, batching: {{batch_size: 4}}, generate: true}}
 trainer:
   accelerator: cpu
   max_steps: 6
@@ -61,8 +64,9 @@ trainer:
 """
 
 
-@pytest.fixture()
-def run_config(tmp_path, tiny_llm_dir, tiny_whisper_dir):
+@pytest.fixture(scope="module")
+def run_config(tmp_path_factory, tiny_llm_dir, tiny_whisper_dir):
+    tmp_path = tmp_path_factory.mktemp("e2e")
     speech_set(tmp_path / "asr", shards=2, per_shard=6)
     text_set(tmp_path / "text", shards=1, per_shard=6)
     values = dict(llm=tiny_llm_dir, encoder=tiny_whisper_dir, asr=tmp_path / "asr", text=tmp_path / "text")
@@ -71,14 +75,20 @@ def run_config(tmp_path, tiny_llm_dir, tiny_whisper_dir):
     return path
 
 
-def _metrics(folder) -> list[dict[str, str]]:
-    with open(next(folder.rglob("metrics.csv"))) as handle:
+def _metrics(folder, version: int = 0) -> list[dict[str, str]]:
+    with open(folder / "run" / f"version_{version}" / "metrics.csv") as handle:
         return list(csv.DictReader(handle))
 
 
-def test_fit_logs_forgetting_saves_lean_checkpoints_config_and_git(run_config, tmp_path):
+@pytest.fixture(scope="module")
+def trained(run_config):
+    """One short fit shared by the tests below; returns its output folder."""
     assert main(["fit", "--config", str(run_config)]) == 0
-    out = tmp_path / "out"
+    return run_config.parent / "out"
+
+
+def test_fit_logs_forgetting_saves_lean_checkpoints_config_and_git(trained):
+    out = trained
     rows = _metrics(out)
     columns = set(rows[0])
     assert {"train/loss", "train/asr/loss", "train/text/loss", "val/asr/loss", "train/tokens_per_s"} <= columns
@@ -104,3 +114,40 @@ def test_print_config_loads_back_unchanged(run_config, tmp_path, capsys):
     assert main(["fit", "--config", str(tmp_path / "p.yaml"), "--print_config"]) == 0
     assert capsys.readouterr().out == first
     assert yaml.safe_load(first)["model"]["init_args"]["adapter"]["init_args"]["stack"] == 4
+
+
+def test_test_scores_every_set_and_writes_predictions(run_config, trained):
+    ckpt = trained / "ckpt" / "last.ckpt"
+    assert main(["test", "--config", str(run_config), "--ckpt_path", str(ckpt)]) == 0
+    logged = {k: v for row in _metrics(trained, version=1) for k, v in row.items() if v}
+    assert {"test/asr/wer", "test/asr/bleu", "test/asr/rougeL", "test/text/wer", "test/asr/loss"} <= set(logged)
+    assert 0.0 <= float(logged["test/asr/rougeL"]) <= 1.0
+    predictions = trained / "run" / "version_1" / "predictions" / "test_asr.jsonl"
+    keys = [json.loads(line)["key"] for line in predictions.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 12  # every sample of the set exactly once
+
+
+def test_predict_on_a_folder_of_audio_files_writes_one_answer_per_file(run_config, trained, tmp_path):
+    from data_helpers import encode, sine
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    (folder / "a.wav").write_bytes(encode(sine(0.5), fmt="WAV"))
+    (folder / "b.flac").write_bytes(encode(sine(0.4, rate=8000), rate=8000))
+    (folder / "c.flac").write_bytes(b"not audio at all")
+    output = tmp_path / "answers.jsonl"
+    args = ["predict", "--config", str(trained / "ckpt" / "config.yaml"), "--config", "experiments/predict_files.yaml"]
+    args += ["--data.inputs", str(folder), "--trainer.callbacks+=lit_sllm.callbacks.predictions.PredictionWriter"]
+    args += ["--trainer.callbacks.output", str(output), "--ckpt_path", str(trained / "ckpt" / "last.ckpt")]
+    assert main(args) == 0
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(line["key"] for line in lines) == ["a", "b"]  # the unreadable file is skipped, with a warning
+    assert all(isinstance(line["answer"], str) for line in lines)
+
+
+def test_resume_from_last_checkpoint_continues_the_global_step(run_config, trained):
+    ckpt = trained / "ckpt" / "last.ckpt"
+    args = ["fit", "--config", str(run_config), "--trainer.max_steps", "8", "--ckpt_path", str(ckpt)]
+    assert main(args) == 0
+    state = torch.load(ckpt, weights_only=True, map_location="cpu")
+    assert state["global_step"] == 8
