@@ -8,14 +8,12 @@ read ppl_ratio 1 and KL 0; this callback is how it proves it.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
@@ -136,7 +134,7 @@ class TextForgetting(L.Callback):
         scored, prompts = self.load_batches(name, model)
         log_probs, nll, tokens = [], 0.0, 0
         for batch in scored:
-            rows, batch_nll, batch_tokens = answer_log_probs(model, _to(batch, device))
+            rows, batch_nll, batch_tokens = answer_log_probs(model, batch.to(device))
             log_probs += rows
             nll += batch_nll
             tokens += batch_tokens
@@ -146,7 +144,7 @@ class TextForgetting(L.Callback):
     def _accuracy(self, model: SpeechLLM, prompts: list[Batch], device: torch.device) -> float:
         hits, total = 0, 0
         for batch in prompts:
-            answers = model.generate(_to(batch, device), max_new_tokens=self.max_new_tokens)
+            answers = model.generate(batch.to(device), max_new_tokens=self.max_new_tokens)
             hits += sum(self.checker(t, a, r) for t, a, r in zip(batch.tasks, answers, batch.references))
             total += len(answers)
         return hits / max(total, 1)
@@ -168,7 +166,7 @@ class TextForgetting(L.Callback):
         model: SpeechLLM = pl_module.model
         was_training = model.training
         model.eval()
-        with base_llm(model):
+        with model.without_lora():
             self.base = {name: self.score(model, name, pl_module.device) for name in self.sets}
         model.train(was_training)
         for name, score in self.base.items():
@@ -201,19 +199,3 @@ class TextForgetting(L.Callback):
             trainer.should_stop = True
             message += " Stopping (limits.action: stop)."
         rank_zero_warn(message)
-
-
-@contextlib.contextmanager
-def base_llm(model: SpeechLLM) -> Iterator[None]:
-    """The LLM as it was before training: LoRA disabled. A fully fine-tuned LLM has no such view."""
-    if model.has_lora:
-        with model.llm.disable_adapter():
-            yield
-        return
-    if model.trainable.llm:
-        rank_zero_warn("The LLM's own weights train and there is no LoRA to disable: base scores are taken as is.")
-    yield
-
-
-def _to(batch: Batch, device: torch.device) -> Batch:
-    return move_data_to_device(batch, device)

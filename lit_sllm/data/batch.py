@@ -55,6 +55,12 @@ class Batch:
     def num_target_tokens(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
 
+    def to(self, device: torch.device | str) -> Batch:
+        """A copy on `device` (the teacher batch in `extras` included)."""
+        extras = {k: v.to(device) if isinstance(v, Tensor | Batch) else v for k, v in self.extras.items()}
+        moved = {name: getattr(self, name).to(device) for name in _TENSOR_FIELDS}
+        return dataclasses.replace(self, **moved, extras=extras)
+
     def pin_memory(self) -> Batch:
         """Pinned copy for fast host-to-device transfer (the DataLoader's pin-memory thread calls this)."""
         extras = {k: v.pin_memory() if isinstance(v, Tensor | Batch) else v for k, v in self.extras.items()}

@@ -5,7 +5,10 @@ One model serves both recipes; they differ in data and loss, not in forward code
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -94,6 +97,20 @@ class SpeechLLM(nn.Module):
     @property
     def has_lora(self) -> bool:
         return hasattr(self.llm, "disable_adapter")
+
+    @contextlib.contextmanager
+    def without_lora(self) -> Iterator[None]:
+        """The LLM as it was before training: LoRA disabled. A fully fine-tuned LLM has no such view (warned)."""
+        if self.has_lora:
+            with self.llm.disable_adapter():
+                yield
+            return
+        if self.trainable.llm:
+            warnings.warn(
+                "The LLM's own weights train and there is no LoRA to disable: its base view is the current one.",
+                stacklevel=3,
+            )
+        yield
 
     def train(self, mode: bool = True) -> SpeechLLM:
         """Frozen components stay in eval mode (no dropout, fixed norm statistics) while the rest trains."""
