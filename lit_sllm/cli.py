@@ -13,6 +13,7 @@ from typing import Any
 
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from lit_sllm.callbacks.run_dir import run_dir
 from lit_sllm.modules.base import SpeechLLMModule
 
 LIGHTNING_COMMANDS = {
@@ -48,7 +49,7 @@ class SaveConfigWithGit(SaveConfigCallback):
     """Saves the resolved config and the git commit next to the checkpoints and logs."""
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
-        folders = {Path(trainer.log_dir or trainer.default_root_dir)}
+        folders = {run_dir(trainer)}  # rank 0 only: no collective calls here
         checkpoints = trainer.checkpoint_callback
         if stage == "fit" and checkpoints is not None and getattr(checkpoints, "dirpath", None):
             folders.add(Path(checkpoints.dirpath))  # only training writes beside its checkpoints

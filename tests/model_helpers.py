@@ -83,3 +83,23 @@ class BatchListDataModule(L.LightningDataModule):
 
     def val_dataloader(self):
         return torch.utils.data.DataLoader(self.val, batch_size=None, shuffle=False)
+
+
+class KeyRecorder(L.Callback):
+    """Writes the sample keys each rank validated to `<folder>/val_keys.rank<r>.json` (for exactly-once checks)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.keys: list[str] = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.keys += [f"{batch.source}/{key}" for key in batch.keys]
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        import json
+        from pathlib import Path
+
+        if not trainer.sanity_checking:
+            path = Path(self.folder) / f"val_keys.rank{trainer.global_rank}.json"
+            path.write_text(json.dumps(self.keys))
+        self.keys = []

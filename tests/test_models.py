@@ -196,3 +196,16 @@ def test_meta_device_build_counts_without_weights(tiny_llm_dir, tiny_whisper_dir
         )
     assert next(model.llm.parameters()).is_meta
     assert parameter_counts(model)["lora"][1] > 0
+
+
+def test_features_stay_float32_when_the_encoder_is_cast_to_bfloat16(tiny_whisper_dir):
+    encoder = HFSpeechEncoder(str(tiny_whisper_dir)).eval()
+    audio = _audio(LENGTHS)
+    with torch.no_grad():
+        expected, _ = encoder.features(audio, LENGTHS)
+        encoder.to(torch.bfloat16)
+        assert all(b.dtype == torch.float32 for b in encoder.features.buffers())
+        features, _ = encoder.features(audio.to(torch.bfloat16), LENGTHS)
+        frames, _ = encoder(audio.to(torch.bfloat16), LENGTHS)
+    torch.testing.assert_close(features, expected, atol=2e-2, rtol=0)
+    assert frames.dtype == torch.bfloat16 and torch.isfinite(frames).all()

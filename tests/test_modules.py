@@ -113,3 +113,16 @@ def test_mtbi_trains_only_the_adapter_and_kd_vanishes_for_identical_inputs(tiny_
     terms = module.compute_loss(text, inputs, module.model(inputs))
     assert float(terms["kd"]) == pytest.approx(0.0, abs=1e-5)
     assert float(terms["loss"]) == pytest.approx(float(terms["ce"]), abs=1e-5)
+
+
+def test_checkpoint_filter_sees_through_fsdp_and_compile_wrappers(tiny_llm_dir, tiny_whisper_dir):
+    module = _joint_sft(tiny_llm_dir, tiny_whisper_dir)
+    full = {f"model.{k}": v for k, v in module.model.state_dict().items()}
+    wrapped = {k.replace("model.llm.", "model._fsdp_wrapped_module.llm._orig_mod."): v for k, v in full.items()}
+    checkpoint = {"state_dict": wrapped}
+    module.on_save_checkpoint(checkpoint)
+    expected = {f"model.{k}" for k in module.model.trainable_state_dict()}
+    assert set(checkpoint["state_dict"]) == expected
+    module.on_load_checkpoint(checkpoint)  # fits
+    module.on_save_checkpoint(no_weights := {"optimizer_states": []})
+    assert "state_dict" not in no_weights  # DeepSpeed-style checkpoints are left to the strategy

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_sllm.callbacks.run_dir import run_dir
 from lit_sllm.data.pipeline import DataTally, ReadConfig, Slot, finite_samples, resolve_shards
 from lit_sllm.data.tasks import TaskSet
 from lit_sllm.metrics.generalization import (
@@ -77,6 +77,6 @@ class GeneralizationBenchmark(L.Callback):
                 columns = ["category", *next(iter(self.table.values())).keys()]
                 rows = [[c, *entry.values()] for c, entry in self.table.items()]
                 logger.log_table(key="generalization", columns=columns, data=rows, step=trainer.global_step)
-        if trainer.log_dir:
-            Path(trainer.log_dir).mkdir(parents=True, exist_ok=True)
-            (Path(trainer.log_dir) / "generalization.json").write_text(json.dumps(self.table, indent=2))
+        folder = run_dir(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "generalization.json").write_text(json.dumps(self.table, indent=2))

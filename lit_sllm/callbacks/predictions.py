@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from lit_sllm.callbacks.run_dir import run_dir
+
 
 class PredictionWriter(BasePredictionWriter):
     """Appends {"set", "key", "task", "answer", "reference"} lines to a JSONL file.
@@ -24,7 +26,7 @@ class PredictionWriter(BasePredictionWriter):
         self._path: Path | None = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        path = Path(self.output or Path(trainer.log_dir or trainer.default_root_dir) / "predictions" / "predict.jsonl")
+        path = Path(self.output) if self.output else run_dir(trainer) / "predictions" / "predict.jsonl"
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)

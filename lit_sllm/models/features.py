@@ -66,6 +66,15 @@ class LogMelFeatures(nn.Module):
     def output_lengths(self, audio_lengths: Tensor) -> Tensor:
         return audio_lengths // self.hop_length
 
+    def _apply(self, fn, recurse: bool = True):
+        """Filterbank and window stay float32 when the model is cast to bf16/fp16 (FSDP, DeepSpeed, `.half()`)."""
+        super()._apply(fn, recurse)
+        for module in self.modules():
+            for name, buffer in module._buffers.items():
+                if buffer is not None and buffer.is_floating_point():
+                    module._buffers[name] = buffer.float()
+        return self
+
     def forward(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(N, S) waveforms -> (N, n_mels, T) features and (N,) frame counts."""
         lengths = self.output_lengths(audio_lengths)

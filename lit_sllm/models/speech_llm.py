@@ -20,7 +20,7 @@ from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN, ensure_audio_token
 from lit_sllm.models.adapters import AdapterFactory, FrameStackMLP
 from lit_sllm.models.config import component_config
 from lit_sllm.models.encoders import SpeechEncoder
-from lit_sllm.models.freezing import Trainable, apply_trainable, component_of
+from lit_sllm.models.freezing import Trainable, apply_trainable
 from lit_sllm.models.llm import LLMSpec, LoraSpec, add_lora, load_llm, load_tokenizer
 from lit_sllm.models.splice import Spliced, splice_audio
 
@@ -176,8 +176,8 @@ class SpeechLLM(nn.Module):
                 state.update({prefix + n: b.detach() for n, b in module.named_buffers(recurse=False)})
         return state
 
-    def load_trainable_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Loads a `trainable_state_dict`; every trainable parameter must be in it and nothing foreign."""
+    def check_trainable_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Every trainable parameter must be in `state` and nothing foreign; raises a KeyError saying what differs."""
         own = self.state_dict()
         unexpected = sorted(set(state) - set(own))
         missing = sorted(n for n, p in self.named_parameters() if p.requires_grad and n not in state)
@@ -187,11 +187,8 @@ class SpeechLLM(nn.Module):
                 f"{len(missing)} missing trainable keys (e.g. {missing[:3]}). Check that the config (adapter, "
                 "LoRA, trainable components) matches the one the checkpoint was trained with."
             )
-        self.load_state_dict(state, strict=False)
 
-    def components(self) -> dict[str, list[str]]:
-        """Component -> its parameter names (for tests and reports)."""
-        names: dict[str, list[str]] = {}
-        for name, _ in self.named_parameters():
-            names.setdefault(component_of(name), []).append(name)
-        return names
+    def load_trainable_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Loads a `trainable_state_dict` after `check_trainable_state_dict`."""
+        self.check_trainable_state_dict(state)
+        self.load_state_dict(state, strict=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,6 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from lit_sllm.callbacks.run_dir import run_dir
 from lit_sllm.data.batch import Batch
 from lit_sllm.data.generation import to_generation_batch
 from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN
@@ -117,11 +117,16 @@ class SpeechLLMModule(L.LightningModule):
         for name, value in terms.items():
             self.log(f"{stage}/{batch.source}/{name}", value, batch_size=size, add_dataloader_idx=False, sync_dist=True)
         self.log(f"{stage}/loss", terms["loss"], batch_size=size, prog_bar=True, sync_dist=stage != "train")
+        if stage != "train":  # summed over batches and ranks: equals the set's size when each sample is seen once
+            name = f"{stage}/{batch.source}/samples"
+            self.log(name, float(size), reduce_fx="sum", sync_dist=True, add_dataloader_idx=False, batch_size=size)
         return terms
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         self._log_data_stats(batch)
         terms = self._step(batch, "train")
+        if not batch.num_clips:
+            terms["loss"] = terms["loss"] + self._speech_params_in_graph()
         if not torch.isfinite(terms["loss"]):
             return self._skip_nonfinite(batch)
         self.nonfinite_in_a_row = 0
@@ -165,10 +170,9 @@ class SpeechLLMModule(L.LightningModule):
             self._write_predictions(name, rows)
 
     def _write_predictions(self, name: str, rows: list[dict[str, str]]) -> None:
-        log_dir = self.trainer.log_dir
-        if self.trainer.global_rank != 0 or not log_dir:
+        if self.trainer.global_rank != 0:
             return
-        path = Path(log_dir) / "predictions" / f"test_{name}.jsonl"
+        path = run_dir(self.trainer) / "predictions" / f"test_{name}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
@@ -178,6 +182,16 @@ class SpeechLLMModule(L.LightningModule):
             {"key": key, "task": task, "answer": answer, "reference": reference}
             for key, task, answer, reference in zip(batch.keys, batch.tasks, answers, batch.references)
         ]
+
+    def _speech_params_in_graph(self) -> Tensor:
+        """Zero that depends on every trainable encoder/adapter weight.
+
+        A text-only batch never reaches the speech side, so those weights would get no gradient on this rank while
+        another rank's speech batch gives them one: DDP then waits forever for the missing reduction. Adding this
+        zero keeps every rank's gradients in step at the cost of one tiny sum, whatever the strategy settings.
+        """
+        speech = [p for p in (*self.model.encoder.parameters(), *self.model.adapter.parameters()) if p.requires_grad]
+        return sum((p.sum() * 0.0 for p in speech), torch.zeros((), device=self.device))
 
     def _skip_nonfinite(self, batch: Batch) -> None:
         self.nonfinite_in_a_row += 1
@@ -219,8 +233,29 @@ class SpeechLLMModule(L.LightningModule):
     # --- lean checkpoints -----------------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.model.trainable_state_dict().items()}
+        """Keeps only trainable weights; works on the state dict the strategy gathered (DDP, FSDP full state)."""
+        state = checkpoint.get("state_dict")
+        if state is None:  # the strategy saves weights itself (DeepSpeed)
+            return
+        trainable = {unwrapped_name(k) for k in self.model.trainable_state_dict()}
+        checkpoint["state_dict"] = {
+            unwrapped_name(k): v for k, v in state.items() if unwrapped_name(k).removeprefix("model.") in trainable
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
-        self.model.load_trainable_state_dict(state)
+        """Checks the checkpoint fits this model before Lightning loads it (non-strict, frozen weights stay)."""
+        if "state_dict" not in checkpoint:
+            return
+        state = {unwrapped_name(k).removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+        checkpoint["state_dict"] = {f"model.{k}": v for k, v in state.items()}
+        self.model.check_trainable_state_dict(state)
+
+
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def unwrapped_name(name: str) -> str:
+    """A parameter name without the segments FSDP, activation checkpointing and torch.compile insert."""
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
