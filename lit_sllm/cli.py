@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lit_sllm.callbacks.run_dir import run_dir
@@ -59,8 +60,9 @@ class SaveConfigWithGit(SaveConfigCallback):
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "config.yaml").write_text(text)
             (folder / "git.json").write_text(json.dumps(state, indent=2))
-        for logger in trainer.loggers:
-            logger.log_hyperparams({"git": state})
+        resolved = yaml.safe_load(text)
+        for logger in trainer.loggers:  # W&B's run config gets the resolved config and the commit
+            logger.log_hyperparams({"config": resolved, "git": state})
 
 
 def tokenizer_of(llm: Any) -> str:
