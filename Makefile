@@ -23,7 +23,7 @@ venv: $(VENV)/.installed
 venv-dev: $(VENV)/.installed-dev
 
 demo: venv
-	$(BIN)/lit-sllm fit --config experiments/toy/demo.yaml
+	$(BIN)/lit-sllm fit --config experiments/toy/mtbi.yaml
 
 test: venv-dev
 	$(BIN)/ruff check lit_sllm tests
