@@ -68,3 +68,17 @@ def test_slurm_dry_run_prints_an_array_job(tmp_path, capsys):
     script = capsys.readouterr().out
     assert "#SBATCH --array=0-3" in script and script.count(" ;;") == 4
     assert "LIT_SLLM_RUN_NAME=grid-$SLURM_ARRAY_TASK_ID" in script
+
+
+def test_shipped_sweeps_expand_into_runs_whose_overrides_resolve(monkeypatch, capsys):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    for path, expected in (("experiments/sweeps/toy_joint_sft.yaml", 8), ("experiments/sweeps/toy_mtbi.yaml", 12)):
+        sweep = load_sweep(path)
+        commands = [command_for(sweep, run) for run in expand(sweep)]
+        assert len(commands) == expected
+        # the first run's overrides are accepted by the CLI as they stand
+        assert main([*commands[0][1:], "--print_config"]) == 0
+    capsys.readouterr()
