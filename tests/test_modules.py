@@ -126,3 +126,12 @@ def test_checkpoint_filter_sees_through_fsdp_and_compile_wrappers(tiny_llm_dir, 
     module.on_load_checkpoint(checkpoint)  # fits
     module.on_save_checkpoint(no_weights := {"optimizer_states": []})
     assert "state_dict" not in no_weights  # DeepSpeed-style checkpoints are left to the strategy
+
+
+def test_compile_option_compiles_in_place_and_keeps_checkpoint_names(tiny_llm_dir, tiny_whisper_dir):
+    plain = _joint_sft(tiny_llm_dir, tiny_whisper_dir)
+    compiled = _joint_sft(tiny_llm_dir, tiny_whisper_dir, compile=True)
+    # nn.Module.compile wraps the call, not the module: names (and so lean checkpoints) stay as they are
+    assert compiled.model.llm._compiled_call_impl is not None and compiled.model.encoder._compiled_call_impl is not None
+    assert plain.model.llm._compiled_call_impl is None
+    assert set(compiled.model.trainable_state_dict()) == set(plain.model.trainable_state_dict())

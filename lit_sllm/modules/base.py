@@ -53,6 +53,8 @@ class SpeechLLMModule(L.LightningModule):
         generation: decoding settings for eval/predict.
         audio_token: placeholder string for one clip.
         max_nonfinite_steps: consecutive non-finite losses tolerated (each skips its step) before training stops.
+        compile: `torch.compile` the encoder and the LLM in place (dynamic shapes, since bucketed batches vary in
+            length); parameter names and checkpoints are unchanged.
     """
 
     default_trainable = Trainable()
@@ -69,6 +71,7 @@ class SpeechLLMModule(L.LightningModule):
         generation: GenerationSpec | None = None,
         audio_token: str = DEFAULT_AUDIO_TOKEN,
         max_nonfinite_steps: int = 20,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "adapter"])
@@ -78,6 +81,9 @@ class SpeechLLMModule(L.LightningModule):
         self.schedule_spec = schedule or ScheduleSpec()
         self.generation = generation or GenerationSpec()
         self.max_nonfinite_steps = max_nonfinite_steps
+        if compile:
+            self.model.encoder.compile(dynamic=True)
+            self.model.llm.compile(dynamic=True)
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         # Checkpoints hold trainable weights only; frozen weights come from the pretrained paths in the config.
