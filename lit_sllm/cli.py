@@ -30,6 +30,7 @@ TOOL_MODULES: tuple[str, ...] = (
     "lit_sllm.tools.params",
     "lit_sllm.tools.sweep",
     "lit_sllm.tools.teacher",
+    "lit_sllm.tools.toy",
 )
 
 
