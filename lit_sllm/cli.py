@@ -25,6 +25,7 @@ LIGHTNING_COMMANDS = {
 }
 # Tool modules, each exposing `add_parser(subparsers)`; only tools that work are listed.
 TOOL_MODULES: tuple[str, ...] = (
+    "lit_sllm.tools.bench",
     "lit_sllm.tools.data",
     "lit_sllm.tools.export",
     "lit_sllm.tools.params",

@@ -1,0 +1,123 @@
+"""`lit-sllm bench kd`: the MTBI training step with logit distillation and with speech/text interleaving, each as a
+ratio to the cross-entropy-only step.
+
+Batches come from the real data path: `SpeechTextDataModule` with the `BehaviourImitation` transform over
+teacher-labelled shards (with `teacher_view` for distillation, `interleave_prob=1` for interleaving). They are
+prebuilt, so the timing is the step alone: `Trainer.fit(MTBI)` over them, the configurations interleaved round by
+round. Distillation adds the frozen LLM's forward pass over the transcript-only conversation and a KL over the
+vocabulary on the answer tokens; interleaving turns one clip into several shorter ones with text between them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lit_sllm.bench.common import (
+    Goal,
+    Outcome,
+    flatten,
+    interleaved,
+    paired_ratio,
+    spread,
+    table,
+    torch_threads,
+)
+from lit_sllm.bench.models import build_module, num_words, write_model_folders
+from lit_sllm.bench.synthetic import uniform_durations, write_speech_set
+from lit_sllm.bench.training import (
+    TINY_SIZE,
+    BatchList,
+    StepClock,
+    TrainBenchSettings,
+    lightning_run,
+    quiet_lightning,
+    stream_factory,
+)
+from lit_sllm.data.batch import Batch
+from lit_sllm.data.mtbi import BehaviourImitation
+from lit_sllm.modules.mtbi import MTBI
+
+GOAL_RATIO = 1.3
+# name -> (MTBI kd_weight, BehaviourImitation arguments)
+CONFIGS: dict[str, tuple[float, dict[str, Any]]] = {
+    "ce": (0.0, {}),
+    "kd": (1.0, {"teacher_view": True}),
+    "interleave": (0.0, {"interleave_prob": 1.0}),
+}
+QUICK = TrainBenchSettings(size=TINY_SIZE, utterances=12, clip_seconds=(0.5, 1.0), max_duration=2.0, num_buckets=2,
+                           warmup=1, steps=2, rounds=1)  # fmt: skip
+
+
+def batch_shape(batches: list[Batch]) -> dict[str, float]:
+    """Mean clips, text tokens and teacher tokens per batch."""
+    teacher = [b.extras["teacher"] for b in batches if "teacher" in b.extras]
+    return {
+        "clips": sum(b.num_clips for b in batches) / len(batches),
+        "tokens": sum(b.extras["tokens"] for b in batches) / len(batches),
+        "teacher_tokens": sum(t.extras["tokens"] for t in teacher) / len(batches) if teacher else 0.0,
+        "audio_seconds": sum(b.extras["audio_seconds"] for b in batches) / len(batches),
+    }
+
+
+def run(quick: bool) -> Outcome:
+    settings = QUICK if quick else TrainBenchSettings()
+    with (
+        tempfile.TemporaryDirectory(prefix="lit_sllm_bench_kd_") as tmp,
+        quiet_lightning(),
+        torch_threads(settings.torch_threads),
+    ):
+        root = Path(tmp)
+        llm_dir, encoder_dir = write_model_folders(root / "models", settings.size)
+        durations = uniform_durations(settings.utterances, *settings.clip_seconds, seed=settings.seed)
+        data = write_speech_set(root / "set", durations, settings.sample_rate, num_words(settings.size), mtbi=True)
+        candidates, shapes = {}, {}
+        for name, (kd_weight, transform_args) in CONFIGS.items():
+            stream = stream_factory(llm_dir, data.shards, settings, 0, BehaviourImitation(**transform_args))
+            batches = list(stream().train_dataloader())
+            shapes[name] = batch_shape(batches[settings.warmup :])
+            torch.manual_seed(settings.seed)
+            module = build_module(MTBI, llm_dir, encoder_dir, settings.size, lora=False, kd_weight=kd_weight)
+            serve = partial(BatchList, batches)
+            candidates[name] = lightning_run(module, serve, root, len(batches), settings.warmup)
+        clocks = interleaved(candidates, settings.rounds)
+    return outcome(settings, clocks, shapes)
+
+
+def outcome(settings: TrainBenchSettings, clocks: dict[str, list[StepClock]], shapes: dict[str, dict]) -> Outcome:
+    """Ratios as the median over (round, step) of a step's time over the CE step's time at the same position."""
+    seconds = {name: flatten([clock.step_times() for clock in runs]) for name, runs in clocks.items()}
+    cpu = {name: flatten([clock.step_times(cpu=True) for clock in runs]) for name, runs in clocks.items()}
+    ratios = {name: paired_ratio(seconds[name], seconds["ce"]) for name in CONFIGS if name != "ce"}
+    cpu_ratios = {name: paired_ratio(cpu[name], cpu["ce"]) for name in CONFIGS if name != "ce"}
+    figures = {
+        "step_seconds": {name: spread(values) for name, values in seconds.items()},
+        "step_cpu_seconds": {name: spread(values) for name, values in cpu.items()},
+        "ratio_to_ce": ratios,
+        "cpu_ratio_to_ce": cpu_ratios,
+        "batches": shapes,
+    }
+    goal = Goal(
+        target=f"MTBI step with KD and with interleaving each <= {GOAL_RATIO}x the CE-only step",
+        measured=", ".join(f"{name} {ratio:.2f}x (CPU time {cpu_ratios[name]:.2f}x)" for name, ratio in ratios.items()),
+        met=max(ratios.values()) <= GOAL_RATIO,
+    )
+    rows = [
+        [name, f"{spread(seconds[name])['median'] * 1000:.0f}"]
+        + (["1.00x", "1.00x"] if name == "ce" else [f"{ratios[name]:.2f}x", f"{cpu_ratios[name]:.2f}x"])
+        + [f"{shapes[name][key]:.1f}" for key in ("clips", "audio_seconds")]
+        + [f"{shapes[name][key]:.0f}" for key in ("tokens", "teacher_tokens")]
+        for name in CONFIGS
+    ]
+    columns = ["MTBI step", "ms per step", "ratio to CE (wall clock)", "ratio to CE (CPU time)", "clips/batch"]
+    columns += ["audio s/batch", "text tokens/batch", "teacher tokens/batch"]
+    title = (
+        f"MTBI (adapter trains; encoder and LLM frozen), LLM hidden {settings.size.llm_hidden} x "
+        f"{settings.size.llm_layers} layers; medians over paired steps"
+    )
+    return Outcome(asdict(settings), figures, [table(title, columns, rows)], goal)
