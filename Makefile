@@ -23,6 +23,7 @@ venv: $(VENV)/.installed
 venv-dev: $(VENV)/.installed-dev
 
 demo: venv
+	@test -d data_shards/toy/models || { echo "data_shards/toy is not built: run '$(BIN)/lit-sllm toy build --out data_shards/toy' (needs espeak-ng, about 25 min)"; exit 1; }
 	$(BIN)/lit-sllm fit --config experiments/toy/mtbi.yaml
 
 test: venv-dev
