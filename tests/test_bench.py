@@ -4,6 +4,7 @@ clean skip without CUDA, and the README tables made from the results. Nothing he
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from pathlib import Path
@@ -20,7 +21,7 @@ from lit_sllm.bench.report import results_markdown
 from lit_sllm.bench.runner import run_benchmark
 from lit_sllm.bench.stages import LOADER_STAGES
 from lit_sllm.bench.synthetic import librispeech_durations
-from lit_sllm.bench.training import TINY_SIZE
+from lit_sllm.bench.training import TINY_SIZE, StepClock, compare_steps
 from lit_sllm.data.collate import SampleEncoder, collate
 from lit_sllm.data.prompts import ChatFormatter
 from lit_sllm.modules.joint_sft import JointSFT
@@ -74,13 +75,14 @@ def test_data_compares_both_loaders_at_each_worker_count_and_times_each_stage(tm
     assert bench_cli(["data", "--quick", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "data.json").read_text())
     figures, utterances = result["figures"], result["settings"]["utterances"]
-    assert set(figures["pipeline_over_plain"]) == {"0", "1", "2"}
+    assert set(figures["pipeline_over_plain"]) == set(figures["pipeline_over_plain_per_cpu_second"]) == {"0", "1", "2"}
     for workers in (0, 1, 2):
         plain, pipeline = figures["loaders"][f"plain/{workers}"], figures["loaders"][f"pipeline/{workers}"]
         assert plain["decoded_per_epoch"] == plain["delivered_per_epoch"] == [utterances]  # each file once
         # samples still in bucket pools when the epoch ends were decoded but not delivered
         assert all(d >= n > 0 for d, n in zip(pipeline["decoded_per_epoch"], pipeline["delivered_per_epoch"]))
         assert pipeline["samples_per_s"]["median"] > 0 and plain["samples_per_s"]["median"] > 0
+        assert pipeline["cpu_ms_per_decoded_sample"]["median"] > 0 and plain["cpu_ms_per_decoded_sample"]["median"] > 0
     assert set(figures["stage_s_per_audio_hour"]) == {*LOADER_STAGES, "features"}
     assert all(value > 0 for value in figures["stage_s_per_audio_hour"].values())
 
@@ -88,8 +90,8 @@ def test_data_compares_both_loaders_at_each_worker_count_and_times_each_stage(tm
 def test_step_runs_all_three_loops_on_the_same_batches(tmp_path):
     path = run_benchmark("step", quick=True, out_dir=tmp_path)  # raises if any loop saw other batches
     figures = json.loads(path.read_text())["figures"]
-    assert set(figures["step_seconds"]) == {"bare", "lightning", "lightning_prebuilt"}
-    assert set(figures["overhead_vs_bare"]) == {"lightning", "lightning_prebuilt"}
+    assert set(figures["steps"]) == set(figures["overhead_vs_bare"]) == {"bare", "lightning", "lightning_prebuilt"}
+    assert figures["overhead_vs_bare"]["bare"] == {"wall": 0.0, "cpu": 0.0}
     params = figures["parameters"]
     assert params["llm"]["trainable"] == 0 and params["llm"]["total"] > 0
     assert all(params[name]["trainable"] == params[name]["total"] > 0 for name in ("encoder", "adapter", "lora"))
@@ -98,9 +100,25 @@ def test_step_runs_all_three_loops_on_the_same_batches(tmp_path):
 def test_kd_times_distillation_and_interleaving_against_ce(tmp_path):
     path = run_benchmark("kd", quick=True, out_dir=tmp_path)
     figures = json.loads(path.read_text())["figures"]
-    assert set(figures["ratio_to_ce"]) == {"kd", "interleave"}
+    assert set(figures["ratio_to_ce"]) == {"ce", "kd", "interleave"} and figures["ratio_to_ce"]["ce"]["wall"] == 1.0
     assert figures["batches"]["kd"]["teacher_tokens"] > 0
     assert figures["batches"]["ce"]["teacher_tokens"] == figures["batches"]["interleave"]["teacher_tokens"] == 0
+
+
+def test_compare_steps_takes_each_candidates_quietest_round():
+    def clock(*step_seconds):
+        made = StepClock(warmup=1)
+        made.ticks = [(t, t / 2) for t in itertools.accumulate((0.0, *step_seconds))]
+        return made
+
+    clocks = {
+        "base": [clock(1.0, 1.0, 1.2), clock(2.0, 2.0, 2.0)],  # round medians 1.0 and 2.0 (a busy round)
+        "other": [clock(3.0, 3.0, 3.0), clock(1.1, 1.2, 1.1)],  # round medians 3.0 (busy) and 1.1
+    }
+    compared = compare_steps(clocks, "base")
+    assert compared["other"]["wall"]["round_medians"] == [3.0, 1.1]
+    assert compared["other"]["wall"]["ratio"] == pytest.approx(1.1) and compared["base"]["wall"]["ratio"] == 1.0
+    assert compared["other"]["cpu"]["best"] == pytest.approx(0.55)  # the CPU ticks run at half the wall clock
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the path taken without a CUDA GPU")

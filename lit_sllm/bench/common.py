@@ -1,8 +1,9 @@
 """What every benchmark shares: interleaved timing with medians and paired ratios, run provenance, result files.
 
 Shared machines are noisy, so candidates are never timed one after another in blocks: each round runs every
-candidate once, in an order rotated from round to round, and a comparison is the median of the ratios of paired
-measurements (the same round, or the same step of the same round) of two candidates.
+candidate once, in an order rotated from round to round. Comparisons are ratios of measurements from the same run:
+paired by round (the median of per-round ratios), or, for training steps, each candidate's least-disturbed round
+(other jobs only ever add time), with the median of step-by-step ratios kept as a cross-check.
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
     if len(numerators) != len(denominators) or not numerators:
         raise ValueError(f"Paired ratios need equal, non-empty lists, got {len(numerators)} and {len(denominators)}.")
     return statistics.median(n / d for n, d in zip(numerators, denominators))
+
+
+def best_round(rounds: list[list[float]]) -> float:
+    """The smallest per-round median: the round least disturbed by other jobs on the machine."""
+    return min(statistics.median(one) for one in rounds)
 
 
 def spread(values: list[float]) -> dict[str, Any]:

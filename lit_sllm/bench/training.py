@@ -9,6 +9,7 @@ first `warmup` steps are left out.
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from lit_sllm.bench.common import best_round, flatten, paired_ratio
 from lit_sllm.bench.models import ModelSize
 from lit_sllm.data.batch import Batch
 from lit_sllm.data.batching import BatchingSpec
@@ -45,7 +47,7 @@ class TrainBenchSettings:
     """Sizes of a training-step benchmark.
 
     Attributes:
-        size: the model (the default is big enough that a CPU step takes about half a second, so that per-step
+        size: the model (the default is big enough that a one-thread CPU step takes most of a second, so that per-step
             Python costs are measured against real compute).
         utterances: clips in the shard set, lengths uniform in `clip_seconds`.
         clip_seconds: shortest and longest clip (s).
@@ -53,7 +55,7 @@ class TrainBenchSettings:
         num_buckets: duration buckets.
         warmup: steps left out of the timing.
         steps: timed steps per run.
-        rounds: interleaved rounds.
+        rounds: interleaved rounds (more rounds, fewer steps each: a better chance of a quiet round per candidate).
         workers: DataLoader workers of the streaming DataModule.
         torch_threads: intra-op threads of the training process; 1 leaves the second core of a 2-core machine to
             the data worker, as a GPU run leaves the CPU to its workers.
@@ -63,12 +65,12 @@ class TrainBenchSettings:
 
     size: ModelSize = CPU_SIZE
     utterances: int = 64
-    clip_seconds: tuple[float, float] = (2.0, 6.0)
-    max_duration: float = 16.0
+    clip_seconds: tuple[float, float] = (1.5, 5.0)
+    max_duration: float = 12.0
     num_buckets: int = 4
     warmup: int = 2
-    steps: int = 10
-    rounds: int = 3
+    steps: int = 8
+    rounds: int = 5
     workers: int = 1
     torch_threads: int = 1
     sample_rate: int = 16000
@@ -121,6 +123,29 @@ class StepClock:
             raise RuntimeError(f"Only {len(self.ticks)} steps ran; at least {self.warmup + 1} are needed to time one.")
         ticks = [tick[int(cpu)] for tick in self.ticks]
         return [ticks[i] - ticks[i - 1] for i in range(self.warmup, len(ticks))]
+
+
+def compare_steps(clocks: dict[str, list[StepClock]], baseline: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Step times of every candidate against `baseline`, per clock ("wall" and "cpu").
+
+    Returns:
+        name -> clock -> {"round_medians": median step seconds of each round, "best": the smallest of them,
+        "ratio": best / the baseline's best, "paired_median_ratio": median over (round, step) of the step's time
+        over the baseline's time for the same step (the same batch)}.
+    """
+    compared: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, runs in clocks.items():
+        compared[name] = {}
+        for clock, cpu in (("wall", False), ("cpu", True)):
+            rounds = [run.step_times(cpu) for run in runs]
+            base = [run.step_times(cpu) for run in clocks[baseline]]
+            compared[name][clock] = {
+                "round_medians": [statistics.median(one) for one in rounds],
+                "best": best_round(rounds),
+                "ratio": best_round(rounds) / best_round(base),
+                "paired_median_ratio": paired_ratio(flatten(rounds), flatten(base)),
+            }
+    return compared
 
 
 class StepClockCallback(L.Callback):
