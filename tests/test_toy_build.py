@@ -17,7 +17,7 @@ from lit_sllm.data.inspect import inspect_shards
 from lit_sllm.data.tasks import TaskSet
 from lit_sllm.tools import toy as toy_tool
 from lit_sllm.toy.build import WorldSizes, build_world, write_speech_sets, write_text_sets
-from lit_sllm.toy.encoder import CHARACTERS, CTCHead, ToyEncoderConfig
+from lit_sllm.toy.encoder import CHARACTERS, CTCHead, ToyEncoderConfig, alignment_targets
 from lit_sllm.toy.language import generate_sentences
 from lit_sllm.toy.pretrain_llm import ToyLLMConfig
 from lit_sllm.toy.speech import VOICES, ToySpeech
@@ -130,6 +130,17 @@ def test_ctc_head_decodes_greedily_and_round_trips(tmp_path):
     loaded = CTCHead.load(tmp_path)
     assert loaded.vocab == list(CHARACTERS)
     assert torch.equal(loaded.proj.weight, head.proj.weight)
+
+
+def test_alignment_targets_spread_characters_over_word_frames_and_decode_to_the_transcript():
+    head = CTCHead(4)
+    words = [("see", 0.04, 0.16), ("me", 0.2, 0.28)]  # 20 ms frames with centres at 10, 30, ... ms
+    targets = alignment_targets(head, words, frames=16)
+    s, e, m, space = head.encode("sem ")
+    # "see": 6 frames, 2 per letter, the second "e" opened by a blank; a pause (space); "me": 4 frames; edges blank
+    assert targets.tolist() == [0, 0, s, s, e, e, 0, e, space, space, m, m, e, e, 0, 0]
+    log_probs = torch.nn.functional.one_hot(targets, len(CHARACTERS)).float().log()[None]
+    assert head.decode(log_probs, torch.tensor([16])) == ["see me"]
 
 
 @pytest.mark.slow

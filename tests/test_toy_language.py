@@ -210,7 +210,6 @@ def test_chat_template_trains_on_answers_only(tokenizer):
     assert text.startswith("<|user|> " + sample["turns"][0]["parts"][0]["text"]) and "<|assistant|>" in text
 
 
-@pytest.mark.slow
 def test_build_llm_lowers_the_loss_saves_a_loadable_llm_and_scores_it(tmp_path):
     config = ToyLLMConfig(
         hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, steps=30, batch_size=16, lr=1e-2

@@ -20,9 +20,11 @@ import argparse
 import itertools
 import json
 import logging
+import multiprocessing
 import random
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,6 +249,11 @@ class StageClock:
         return result
 
 
+def _log_like_parent(level: int) -> None:
+    """Gives a spawned worker the parent's log level and format, so its progress lines show too."""
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+
+
 def _check_empty(out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty: delete it (or pass another --out) to build the toy world there.")
@@ -277,12 +284,22 @@ def build_world(
     """
     out, sizes, clock = Path(out), sizes or WorldSizes(), StageClock()
     _check_empty(out)
-    speech = clock.run("speech", ToySpeech, english_words(), voices)
-    sets = clock.run("speech_sets", write_speech_sets, out, speech, sizes, seed)
-    sets |= clock.run("text_sets", write_text_sets, out, sizes, seed)
-    write_task_set(out / "tasks.yaml")
-    llm = clock.run("llm", train_llm, out / "models" / "llm", seed, llm_config)
-    encoder = clock.run("encoder", train_encoder, out / "models" / "encoder", speech, seed, encoder_config)
+    # The LLM trains in a process of its own (one core) while this one writes the sets and trains the encoder.
+    with ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_log_like_parent,
+        initargs=(logging.getLogger().level,),
+    ) as pool:
+        llm_start = time.perf_counter()
+        llm_job = pool.submit(train_llm, out / "models" / "llm", seed, llm_config)
+        speech = clock.run("speech", ToySpeech, english_words(), voices)
+        sets = clock.run("speech_sets", write_speech_sets, out, speech, sizes, seed)
+        sets |= clock.run("text_sets", write_text_sets, out, sizes, seed)
+        write_task_set(out / "tasks.yaml")
+        encoder = clock.run("encoder", train_encoder, out / "models" / "encoder", speech, seed, encoder_config)
+        llm = clock.run("llm_wait", llm_job.result)  # what the LLM still needed once the encoder was done
+        llm["parallel_seconds"] = round(time.perf_counter() - llm_start, 1)
     sets |= clock.run("teacher", run_teacher, out, seed)
     figures = clock.run("measure", measure_world, out, seed, eval_per_task)
     report = world_report(out, seed, sets, {"llm": llm, "encoder": encoder}, figures, clock)
@@ -387,8 +404,8 @@ espeak-ng speaks every word once per voice ({voices}); utterances join the cache
 - `models/llm`: a tiny Llama ({models["llm"]["parameters"]:,} parameters) and its word-level tokenizer, pre-trained on
   the trained tasks; `AutoModelForCausalLM.from_pretrained("models/llm")`. {models["llm"]["bytes"] / 1e6:.1f} MB.
 - `models/encoder`: a tiny Whisper ({models["encoder"]["parameters"]:,} encoder parameters, a one-layer decoder only so
-  it loads like any Whisper) pre-trained with CTC over characters; `HFSpeechEncoder("models/encoder")`. The CTC head
-  and its characters are `ctc_head.safetensors` and `ctc_vocab.json`. {models["encoder"]["bytes"] / 1e6:.1f} MB.
+  it loads like any Whisper) pre-trained with CTC over characters; `HFSpeechEncoder("models/encoder")`. The CTC
+  head and its characters are `ctc_head.safetensors` and `ctc_vocab.json`. {models["encoder"]["bytes"] / 1e6:.1f} MB.
 
 ## Figures
 

@@ -4,6 +4,10 @@ It is saved as a complete `WhisperModel` (a one-layer decoder rides along) so it
 exactly like a hub Whisper, and it is trained through `HFSpeechEncoder`, so the suite later computes exactly the
 features it learnt from. Training audio goes through the same 8-bit FLAC bytes the shards store. The CTC head and
 its characters are saved beside the model (`ctc_head.safetensors`, `ctc_vocab.json`) for greedy transcription.
+
+Word times are exact in toy speech, so next to the CTC loss a frame cross-entropy on characters spread over their
+word's frames (`alignment_targets`) gives a from-scratch model a dense signal: it reaches a given held-out WER in
+fewer steps than CTC alone.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from transformers import WhisperConfig, WhisperModel
 
 from lit_sllm.data.audio import read_audio, resample
 from lit_sllm.data.pipeline import DataTally, ReadConfig, Slot, finite_samples, resolve_shards
+from lit_sllm.data.tts import Word
 from lit_sllm.models.encoders import HFSpeechEncoder
 from lit_sllm.toy.language import generate_sentences, sentence_stream
+from lit_sllm.toy.pretrain_llm import cpu_threads
 from lit_sllm.toy.speech import ToySpeech
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,7 @@ BLANK = "<blank>"
 CHARACTERS = (BLANK, " ", *"abcdefghijklmnopqrstuvwxyz'")  # index 0 is the CTC blank
 HEAD_FILE, VOCAB_FILE = "ctc_head.safetensors", "ctc_vocab.json"
 POOL_BATCHES = 8  # batches drawn at once and sorted by length
+FRAME_SECONDS = 0.02  # one Whisper encoder frame: a 10 ms feature hop times the stride-2 convolution
 
 
 @dataclass
@@ -53,10 +60,14 @@ class ToyEncoderConfig:
         lr: peak learning rate (AdamW), reached after `warmup_steps`, then cosine decay to `lr / 20`.
         warmup_steps: linear warm-up steps.
         weight_decay: AdamW weight decay.
-        threads: CPU threads (`torch.set_num_threads`); fixed so runs repeat exactly.
+        threads: CPU threads of the model while training; fixed so runs repeat exactly. One thread plus the
+            data worker uses two cores well, and threads that wait on each other on a shared machine are slow.
+        data_worker: synthesise training speech in a worker process, in parallel with training.
         eval_every: steps between WER measurements on held-out "val" speech (logged).
         eval_utterances: held-out utterances the WER is measured on.
         target_wer: training stops early once the held-out WER is at most this.
+        align_weight: weight of the frame cross-entropy on the exact word times (`alignment_targets`) added to
+            the CTC loss; 0 trains with CTC alone.
     """
 
     d_model: int = 144
@@ -64,15 +75,17 @@ class ToyEncoderConfig:
     heads: int = 4
     ffn_dim: int = 576
     max_seconds: float = 8.0
-    steps: int = 700
-    batch_size: int = 24
-    lr: float = 2e-3
+    steps: int = 1400
+    batch_size: int = 12
+    lr: float = 3e-3
     warmup_steps: int = 60
     weight_decay: float = 0.01
-    threads: int = 2
+    threads: int = 1
+    data_worker: bool = True
     eval_every: int = 100
     eval_utterances: int = 64
     target_wer: float = 0.02
+    align_weight: float = 1.0
 
 
 def whisper_config(config: ToyEncoderConfig) -> WhisperConfig:
@@ -103,6 +116,7 @@ class CTCHead(nn.Module):
     def __init__(self, dim: int, vocab: Sequence[str] = CHARACTERS) -> None:
         super().__init__()
         self.vocab = list(vocab)
+        self.ids = {char: index for index, char in enumerate(self.vocab)}
         self.proj = nn.Linear(dim, len(self.vocab))
 
     def forward(self, frames: Tensor) -> Tensor:
@@ -110,11 +124,10 @@ class CTCHead(nn.Module):
 
     def encode(self, text: str) -> list[int]:
         """Character ids of `text` (lower-cased); characters outside the vocabulary raise a ValueError."""
-        ids = {char: index for index, char in enumerate(self.vocab)}
-        unknown = sorted({char for char in text.lower() if char not in ids})
+        unknown = sorted({char for char in text.lower() if char not in self.ids})
         if unknown:
             raise ValueError(f"characters {unknown} of {text!r} are not in the CTC vocabulary {self.vocab[1:]}.")
-        return [ids[char] for char in text.lower()]
+        return [self.ids[char] for char in text.lower()]
 
     def decode(self, log_probs: Tensor, lengths: Tensor) -> list[str]:
         """Greedy CTC decoding of (N, T, V) log-probabilities: best path, repeats merged, blanks dropped."""
@@ -166,28 +179,63 @@ def stored_wave(flac: bytes, rate: int) -> Tensor:
 
 def training_batches(
     speech: ToySpeech, config: ToyEncoderConfig, seed: int, rate: int
-) -> Iterator[tuple[Tensor, Tensor, list[str]]]:
-    """Endless (audio (N, S), lengths (N,), transcripts) of fresh "train" sentences, similar lengths together."""
+) -> Iterator[tuple[Tensor, Tensor, list[str], list[list[Word]]]]:
+    """Endless (audio (N, S), lengths (N,), transcripts, word times) of fresh "train" sentences, similar lengths
+    together."""
     sentences = sentence_stream(seed, "train")
     rng = random.Random(f"toy-encoder/{seed}")
     while True:
         pool = []
         for sentence in itertools.islice(sentences, config.batch_size * POOL_BATCHES):
-            pool.append((stored_wave(speech.speak(sentence.words, rng).flac(), rate), sentence.text))
+            utterance = speech.speak(sentence.words, rng)
+            pool.append((stored_wave(utterance.flac(), rate), sentence.text, utterance.words))
         pool.sort(key=lambda item: item[0].numel())
         batches = [pool[start : start + config.batch_size] for start in range(0, len(pool), config.batch_size)]
         rng.shuffle(batches)
         for batch in batches:
-            audio, lengths = pad_batch([wave for wave, _ in batch])
-            yield audio, lengths, [text for _, text in batch]
+            audio, lengths = pad_batch([wave for wave, _, _ in batch])
+            yield audio, lengths, [text for _, text, _ in batch], [words for _, _, words in batch]
 
 
-def ctc_loss(head: CTCHead, frames: Tensor, lengths: Tensor, texts: list[str]) -> Tensor:
-    """Mean CTC loss per target character of (N, T, D) frames against `texts`."""
+def alignment_targets(head: CTCHead, words: Sequence[Word], frames: int) -> Tensor:
+    """A character for every encoder frame of one utterance, from its exact word times; (frames,) ids.
+
+    A word's frames (those whose centre lies inside it) share its characters in equal runs, and a blank opens the
+    second of two equal letters so that merging repeats keeps both; frames between words are a space, frames before
+    the first and after the last word are blank. Read with the CTC rule (merge repeats, drop blanks) the targets
+    spell the transcript, so the cross-entropy on them teaches the output that CTC decoding reads.
+    """
+    targets = torch.zeros(frames, dtype=torch.long)
+    centres = (torch.arange(frames) + 0.5) * FRAME_SECONDS
+    space = head.encode(" ")[0]
+    for index, (word, start, end) in enumerate(words):
+        inside = ((centres >= start) & (centres < end)).nonzero().flatten()
+        chars = head.encode(word)
+        if len(inside):
+            runs = (torch.arange(len(inside)) * len(chars)) // len(inside)  # each frame's character, 0..len-1
+            targets[inside] = torch.tensor(chars)[runs]
+            for run in range(1, len(chars)):
+                frames_of_run = inside[runs == run]
+                if chars[run] == chars[run - 1] and len(frames_of_run) > 1:
+                    targets[frames_of_run[0]] = 0
+        if index + 1 < len(words):
+            targets[(centres >= end) & (centres < words[index + 1][1])] = space
+    return targets
+
+
+def alignment_loss(head: CTCHead, log_probs: Tensor, lengths: Tensor, words: list[list[Word]]) -> Tensor:
+    """Mean frame cross-entropy of (N, T, V) log-probabilities against `alignment_targets` (padding ignored)."""
+    targets = torch.full(log_probs.shape[:2], -100, dtype=torch.long)
+    for row, (utterance_words, length) in enumerate(zip(words, lengths.tolist())):
+        targets[row, :length] = alignment_targets(head, utterance_words, length)
+    return nn.functional.nll_loss(log_probs.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+
+def ctc_loss(head: CTCHead, log_probs: Tensor, lengths: Tensor, texts: list[str]) -> Tensor:
+    """Mean CTC loss per target character of (N, T, V) log-probabilities against `texts`."""
     targets = [torch.tensor(head.encode(text)) for text in texts]
-    log_probs = head(frames).transpose(0, 1)  # (T, N, V)
     return nn.functional.ctc_loss(
-        log_probs,
+        log_probs.transpose(0, 1),  # (T, N, V)
         torch.cat(targets),
         lengths,
         torch.tensor([len(target) for target in targets]),
@@ -232,19 +280,40 @@ def pretrain(
     Returns:
         {"losses": loss of every step, "evaluations": [(step, held-out WER), ...]}.
     """
-    torch.set_num_threads(config.threads)
+    with cpu_threads(config.threads):
+        return _train(encoder, head, speech, config, seed)
+
+
+class _SpeechBatches(torch.utils.data.IterableDataset):
+    """`training_batches` for a DataLoader, so a worker process synthesises speech while the model trains."""
+
+    def __init__(self, speech: ToySpeech, config: ToyEncoderConfig, seed: int, rate: int) -> None:
+        self.speech, self.config, self.seed, self.rate = speech, config, seed, rate
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, list[str], list[list[Word]]]]:
+        return training_batches(self.speech, self.config, self.seed, self.rate)
+
+
+def _train(
+    encoder: HFSpeechEncoder, head: CTCHead, speech: ToySpeech, config: ToyEncoderConfig, seed: int
+) -> dict[str, list]:
     torch.manual_seed(seed)
     parameters = [p for p in [*encoder.parameters(), *head.parameters()] if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, betas=(0.9, 0.98), weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
     held_out = held_out_speech(speech, config.eval_utterances, seed, encoder.sample_rate)
     history: dict[str, list] = {"losses": [], "evaluations": []}
-    batches = training_batches(speech, config, seed, encoder.sample_rate)
-    for step, (audio, lengths, texts) in enumerate(itertools.islice(batches, config.steps), 1):
+    # One worker keeps the batch order exactly as `training_batches` makes it.
+    stream = _SpeechBatches(speech, config, seed, encoder.sample_rate)
+    batches = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=int(config.data_worker))
+    for step, (audio, lengths, texts, words) in enumerate(itertools.islice(batches, config.steps), 1):
         encoder.train()
         head.train()
         frames, frame_lengths = encoder(audio, lengths)  # (N, T, D), (N,)
-        loss = ctc_loss(head, frames, frame_lengths, texts)
+        log_probs = head(frames)
+        loss = ctc_loss(head, log_probs, frame_lengths, texts)
+        if config.align_weight:
+            loss = loss + config.align_weight * alignment_loss(head, log_probs, frame_lengths, words)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
@@ -254,7 +323,7 @@ def pretrain(
         if step % config.eval_every and step < config.steps:
             continue
         history["evaluations"].append((step, round(speech_wer(encoder.eval(), head.eval(), *held_out), 4)))
-        log.info("toy encoder step %d/%d: CTC loss %.4f, held-out WER %.4f", step, config.steps, *_last(history))
+        log.info("toy encoder step %d/%d: loss %.4f, held-out WER %.4f", step, config.steps, *_last(history))
         if history["evaluations"][-1][1] <= config.target_wer:
             break
     encoder.eval()

@@ -4,6 +4,7 @@ Three groups over the benchmark tasks (`benchmark_tasks`) tell trained skill fro
 - `trained`: trained tasks asked with trained phrasings;
 - `held_out_phrasings`: the same tasks asked with phrasings never trained on;
 - `held_out_tasks`: tasks never trained on (asked with their regular phrasings).
+The first two groups ask about the same sentences, so their difference is the phrasing alone.
 Answers come from `answer_text_prompts`, the very path the MTBI teacher takes.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_sllm.data.prompts import ChatFormatter
 from lit_sllm.models.text_generation import answer_text_prompts
@@ -44,7 +45,7 @@ def score_samples(
 
 def evaluate_llm(
     llm: PreTrainedModel | str | Path,
-    tokenizer=None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     per_task: int = 100,
     seed: int = 0,
     batch_size: int = 64,

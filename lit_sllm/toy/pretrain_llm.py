@@ -8,6 +8,7 @@ for a seed on a fixed number of CPU threads. The result is saved with `save_pret
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -140,14 +141,21 @@ def _lr_factor(step: int, config: ToyLLMConfig) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
 
 
+@contextlib.contextmanager
+def cpu_threads(count: int) -> Iterator[None]:
+    """Runs the block on `count` torch CPU threads, then restores the caller's setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def pretrain(model: LlamaForCausalLM, formatter: ChatFormatter, config: ToyLLMConfig, seed: int) -> list[float]:
     """Trains `model` in place on toy text samples on `config.threads` CPU threads; returns every step's loss."""
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with cpu_threads(config.threads):
         return _train(model, formatter, config, seed)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _train(model: LlamaForCausalLM, formatter: ChatFormatter, config: ToyLLMConfig, seed: int) -> list[float]:
@@ -203,9 +211,11 @@ def build_llm(out_dir: str | Path, seed: int = 0, config: ToyLLMConfig | None = 
         Training figures (parameters, train_seconds, losses, config), `size_mb` of the saved folder, `eval_seconds`
         and `accuracy` per evaluation group and task (see `lit_sllm.toy.evaluate_llm`).
     """
+    config = config or ToyLLMConfig()
     figures = train_llm(out_dir, seed, config)
     start = time.perf_counter()
-    figures["accuracy"] = evaluate_llm(out_dir, per_task=eval_per_task, seed=seed)
+    with cpu_threads(config.threads):
+        figures["accuracy"] = evaluate_llm(out_dir, per_task=eval_per_task, seed=seed)
     figures["eval_seconds"] = round(time.perf_counter() - start, 1)
     figures["size_mb"] = round(sum(f.stat().st_size for f in Path(out_dir).iterdir() if f.is_file()) / 2**20, 2)
     for group, scores in figures["accuracy"].items():
