@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint venv venv-dev clean
+.PHONY: demo test lint claims venv venv-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ venv-dev: $(VENV)/.installed-dev
 demo: venv
 	@test -d data_shards/toy/models || { echo "data_shards/toy is not built: run '$(BIN)/lit-sllm toy build --out data_shards/toy' (needs espeak-ng, about 25 min)"; exit 1; }
 	$(BIN)/lit-sllm fit --config experiments/toy/mtbi.yaml
+
+claims: venv  # the papers' claims on the toy world (README), about an hour on 2 cores
+	LIT_SLLM=$(BIN)/lit-sllm PYTHON=$(BIN)/python bash experiments/toy/claims.sh
 
 test: venv-dev
 	$(BIN)/ruff check lit_sllm tests

@@ -12,8 +12,10 @@ import lightning as L
 
 
 def run_dir(trainer: L.Trainer) -> Path:
-    """The first logger's log dir, else the trainer's default root dir."""
+    """The first logger's log dir (CSV, TensorBoard), else its save dir (W&B has no log dir), else the trainer's
+    default root dir."""
     for logger in trainer.loggers:
-        if logger.log_dir:
-            return Path(logger.log_dir)
+        folder = logger.log_dir or logger.save_dir
+        if folder:
+            return Path(folder)
     return Path(trainer.default_root_dir)

@@ -1,0 +1,176 @@
+"""The papers' claims on the toy world: tables, with mean and standard deviation over seeds, from run folders.
+
+`experiments/toy/claims.sh` trains every recipe with several seeds into `<root>/<recipe>-s<seed>/` (the run name
+sets the folder: `LIT_SLLM_RUN_NAME`), then calls `python -m lit_sllm.claims <root>`.
+
+- VoiceTextBlender: joint SFT (15% text-only batches) against speech-only SFT with the same LoRA: speech-task
+  quality (`test/*` of `lit-sllm test`) and text-only forgetting (`forgetting/*` at the last validation).
+- MTBI: the MTBI connector against one trained on ASR only, and without interleaving, on the generalisation
+  benchmark (`generalization.json` of each run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from lit_sllm.analysis import find_runs, load_run
+
+VTB_RECIPES = ("joint_sft", "speech_only_sft")
+MTBI_RECIPES = ("mtbi", "mtbi_no_interleave", "asr_only")
+# column -> logged metric (last value of the run)
+VTB_COLUMNS = {
+    "ASR WER": "test/asr/wer",
+    "spoken QA exact match": "test/sqa/exact_match",
+    "text accuracy drop": "forgetting/toy_text/accuracy_drop",
+    "text ppl ratio": "forgetting/toy_text/ppl_ratio",
+}
+# column -> (benchmark category, score)
+MTBI_COLUMNS = {
+    "seen: accuracy": ("seen", "accuracy"),
+    "unseen prompt: accuracy": ("unseen_prompt", "accuracy"),
+    "unseen task: accuracy": ("unseen_task", "accuracy"),
+    "unseen prompt: ROUGE-L": ("unseen_prompt", "rougeL"),
+    "unseen task: ROUGE-L": ("unseen_task", "rougeL"),
+}
+RUN_NAME = re.compile(r"^(?P<recipe>[a-z_]+)-s(?P<seed>\d+)$")
+Scores = dict[str, dict[str, list[float]]]  # recipe -> column -> one value per seed
+
+
+def _runs(root: Path) -> dict[str, list[Path]]:
+    """Run folders directly under `root`, grouped by recipe, from their `<recipe>-s<seed>` names."""
+    runs: dict[str, list[Path]] = defaultdict(list)
+    for folder in sorted(path for path in root.iterdir() if path.is_dir()):
+        match = RUN_NAME.match(folder.name)
+        if match:
+            runs[match["recipe"]].append(folder)
+    return runs
+
+
+def _last_metrics(folder: Path) -> dict[str, float]:
+    """The last value of every metric of every log (fit and test) under a run folder."""
+    values: dict[str, float] = {}
+    for log_folder in find_runs(folder):
+        run, _ = load_run(log_folder)
+        values |= {name: series[1][-1] for name, series in run.items() if series[1]}
+    return values
+
+
+def vtb_scores(root: str | Path) -> Scores:
+    """VoiceTextBlender columns per recipe; a run missing a metric is reported, not silently averaged away."""
+    scores: Scores = {}
+    for recipe, folders in _runs(Path(root)).items():
+        if recipe not in VTB_RECIPES:
+            continue
+        metrics = [_last_metrics(folder) for folder in folders]
+        scores[recipe] = {column: [m.get(name, math.nan) for m in metrics] for column, name in VTB_COLUMNS.items()}
+    return scores
+
+
+def mtbi_scores(root: str | Path) -> Scores:
+    """Generalisation-benchmark columns per recipe, from each run's `generalization.json`."""
+    scores: Scores = {}
+    for recipe, folders in _runs(Path(root)).items():
+        if recipe not in MTBI_RECIPES:
+            continue
+        tables = [_generalization(folder) for folder in folders]
+        scores[recipe] = {
+            column: [table.get(category, {}).get(score, math.nan) for table in tables]
+            for column, (category, score) in MTBI_COLUMNS.items()
+        }
+    return scores
+
+
+def _generalization(folder: Path) -> dict[str, dict[str, float]]:
+    found = sorted(folder.rglob("generalization.json"))
+    if not found:
+        raise FileNotFoundError(f"{folder} has no generalization.json: did its fit finish? Rerun claims.sh.")
+    return json.loads(found[-1].read_text())
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value); NaN when a value is missing."""
+    if any(math.isnan(v) for v in values) or not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def markdown_table(scores: Scores, order: tuple[str, ...]) -> str:
+    """One row per recipe (in `order`), `mean ± std (n seeds)` per column."""
+    recipes = [recipe for recipe in order if recipe in scores]
+    if not recipes:
+        return "(no runs)"
+    columns = list(scores[recipes[0]])
+    lines = ["| recipe | seeds | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for recipe in recipes:
+        cells = [_cell(*mean_std(scores[recipe][column])) for column in columns]
+        lines.append(f"| {recipe} | {len(scores[recipe][columns[0]])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(mean: float, std: float) -> str:
+    return "missing" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+
+
+def verdicts(vtb: Scores, mtbi: Scores) -> dict[str, bool | None]:
+    """Each claim as measured: True holds, False does not, None when a recipe is missing."""
+
+    def mean(scores: Scores, recipe: str, column: str) -> float | None:
+        return mean_std(scores[recipe][column])[0] if recipe in scores else None
+
+    def greater(a: float | None, b: float | None) -> bool | None:
+        return None if a is None or b is None or math.isnan(a) or math.isnan(b) else a > b
+
+    joint, speech = (mean(vtb, r, "text accuracy drop") for r in VTB_RECIPES)
+    return {
+        "joint SFT forgets less text skill than speech-only SFT": greater(speech, joint),
+        "MTBI beats ASR-only on prompt generalisation": greater(
+            mean(mtbi, "mtbi", "unseen prompt: accuracy"), mean(mtbi, "asr_only", "unseen prompt: accuracy")
+        ),
+        "MTBI beats ASR-only on task generalisation": greater(
+            mean(mtbi, "mtbi", "unseen task: accuracy"), mean(mtbi, "asr_only", "unseen task: accuracy")
+        ),
+        "interleaving helps (unseen task accuracy)": greater(
+            mean(mtbi, "mtbi", "unseen task: accuracy"), mean(mtbi, "mtbi_no_interleave", "unseen task: accuracy")
+        ),
+    }
+
+
+def report(root: str | Path) -> dict[str, Any]:
+    """Both tables (markdown), the raw scores and the verdicts of the runs under `root`."""
+    vtb, mtbi = vtb_scores(root), mtbi_scores(root)
+    return {
+        "vtb_table": markdown_table(vtb, VTB_RECIPES),
+        "mtbi_table": markdown_table(mtbi, MTBI_RECIPES),
+        "vtb": vtb,
+        "mtbi": mtbi,
+        "verdicts": verdicts(vtb, mtbi),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lit_sllm.claims", description=__doc__)
+    parser.add_argument("root", help="the folder of <recipe>-s<seed> runs (e.g. runs/toy/claims)")
+    args = parser.parse_args(argv)
+    root = Path(args.root)
+    if not root.is_dir():
+        print(f"{root} is not a folder of claim runs: run experiments/toy/claims.sh first.", file=sys.stderr)
+        return 1
+    result = report(root)
+    (root / "claims.json").write_text(json.dumps(result, indent=2) + "\n")
+    print("VoiceTextBlender: joint SFT vs speech-only SFT\n\n" + result["vtb_table"])
+    print("\nMTBI: generalisation benchmark\n\n" + result["mtbi_table"] + "\n")
+    for claim, holds in result["verdicts"].items():
+        print(f"- {claim}: {'holds' if holds else 'does not hold' if holds is False else 'not measured'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
