@@ -155,3 +155,22 @@ def make_tokenizer(folder: Path):
     from conftest import build_tokenizer
 
     return build_tokenizer(folder)
+
+
+TOY_WORLD = Path(__file__).resolve().parent.parent / "data_shards" / "toy"
+
+
+def toy_samples(set_name: str, count: int) -> list[tuple[str, dict, Audio]]:
+    """The first `count` samples of a committed toy-world set (e.g. "asr/val"), as raw (key, meta, audio members)."""
+    samples = []
+    for shard in sorted((TOY_WORLD / set_name).glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            members: dict[str, dict[str, bytes]] = {}
+            for member in tar.getmembers():
+                key, _, suffix = member.name.partition(".")
+                members.setdefault(key, {})[suffix] = tar.extractfile(member).read()
+        for key, parts in members.items():
+            samples.append((key, json.loads(parts.pop("json")), parts))
+            if len(samples) == count:
+                return samples
+    raise ValueError(f"{TOY_WORLD / set_name} holds fewer than {count} samples.")

@@ -1,4 +1,5 @@
-"""Two-process CPU DDP (gloo): uneven validation shards per rank, no hang, every sample validated exactly once."""
+"""Two-process CPU DDP (gloo) on the toy world: its models and shards, uneven validation shards per rank, no hang,
+every sample validated exactly once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from data_helpers import speech_sample, speech_set, text_set, write_index, write_shard
+from data_helpers import TOY_WORLD, toy_samples, write_index, write_shard
 
 CONFIG = """
 seed_everything: 0
@@ -19,7 +20,7 @@ model:
   init_args:
     llm: {{name_or_path: {llm}}}
     encoder: {{class_path: lit_sllm.models.encoders.HFSpeechEncoder, init_args: {{name_or_path: {encoder}}}}}
-    adapter: {{class_path: lit_sllm.models.adapters.FrameStackMLP, init_args: {{stack: 2}}}}
+    adapter: {{class_path: lit_sllm.models.adapters.FrameStackMLP, init_args: {{stack: 4}}}}
     lora: {{r: 4, alpha: 8}}
 data:
   class_path: lit_sllm.data.SpeechTextDataModule
@@ -48,26 +49,25 @@ trainer:
 
 
 def _uneven_dev_set(folder: Path) -> list[str]:
-    """Three shards of 5, 2 and 4 samples: rank 0 reads 9, rank 1 reads 2."""
-    layout = {}
+    """Toy ASR validation samples in three shards of 5, 2 and 4: rank 0 reads 9, rank 1 reads 2."""
+    samples, layout = iter(toy_samples("asr/val", 11)), {}
     for shard, count in enumerate((5, 2, 4)):
         name = f"dev-{shard:06d}.tar"
-        layout[name] = [speech_sample(f"d{shard}_{i}", 0.3 + 0.05 * i) for i in range(count)]
+        layout[name] = [next(samples) for _ in range(count)]
         write_shard(folder / name, layout[name])
     write_index(folder, layout)
     return [key for samples in layout.values() for key, _, _ in samples]
 
 
 @pytest.mark.slow
-def test_two_process_ddp_fit_validates_every_sample_exactly_once(tmp_path, tiny_llm_dir, tiny_whisper_dir):
-    speech_set(tmp_path / "train", shards=3, per_shard=4)
-    text_set(tmp_path / "text", shards=2, per_shard=3)
+def test_two_process_ddp_fit_validates_every_sample_exactly_once(tmp_path):
     keys = _uneven_dev_set(tmp_path / "dev")
     root = tmp_path / "out"
     root.mkdir()
     config = tmp_path / "ddp.yaml"
-    values = dict(train=tmp_path / "train", text=tmp_path / "text", dev=tmp_path / "dev")
-    config.write_text(CONFIG.format(llm=tiny_llm_dir, encoder=tiny_whisper_dir, root=root, **values))
+    values = dict(train=TOY_WORLD / "asr" / "train", text=TOY_WORLD / "text" / "train", dev=tmp_path / "dev")
+    models = dict(llm=TOY_WORLD / "models" / "llm", encoder=TOY_WORLD / "models" / "encoder")
+    config.write_text(CONFIG.format(root=root, **models, **values))
     env = os.environ | {"PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "lit_sllm.cli", "fit", "--config", str(config)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=420)
