@@ -18,6 +18,7 @@ import re
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,29 +64,34 @@ def _last_metrics(folder: Path) -> dict[str, float]:
     return values
 
 
-def vtb_scores(root: str | Path) -> Scores:
-    """VoiceTextBlender columns per recipe; a run missing a metric is reported, not silently averaged away."""
+def _scores(root: str | Path, recipes: tuple[str, ...], columns_of: Callable[[Path], dict[str, float]]) -> Scores:
+    """recipe -> column -> one value per seed, for the runs of `recipes` under `root`."""
     scores: Scores = {}
     for recipe, folders in _runs(Path(root)).items():
-        if recipe not in VTB_RECIPES:
-            continue
-        metrics = [_last_metrics(folder) for folder in folders]
-        scores[recipe] = {column: [m.get(name, math.nan) for m in metrics] for column, name in VTB_COLUMNS.items()}
+        if recipe in recipes:
+            rows = [columns_of(folder) for folder in folders]
+            scores[recipe] = {column: [row[column] for row in rows] for column in rows[0]}
     return scores
+
+
+def _vtb_columns(folder: Path) -> dict[str, float]:
+    metrics = _last_metrics(folder)  # a missing metric is NaN, reported as "missing", not averaged away
+    return {column: metrics.get(name, math.nan) for column, name in VTB_COLUMNS.items()}
+
+
+def _mtbi_columns(folder: Path) -> dict[str, float]:
+    table = _generalization(folder)
+    return {column: table.get(category, {}).get(score, math.nan) for column, (category, score) in MTBI_COLUMNS.items()}
+
+
+def vtb_scores(root: str | Path) -> Scores:
+    """VoiceTextBlender columns per recipe, from each run's fit and test logs."""
+    return _scores(root, VTB_RECIPES, _vtb_columns)
 
 
 def mtbi_scores(root: str | Path) -> Scores:
     """Generalisation-benchmark columns per recipe, from each run's `generalization.json`."""
-    scores: Scores = {}
-    for recipe, folders in _runs(Path(root)).items():
-        if recipe not in MTBI_RECIPES:
-            continue
-        tables = [_generalization(folder) for folder in folders]
-        scores[recipe] = {
-            column: [table.get(category, {}).get(score, math.nan) for table in tables]
-            for column, (category, score) in MTBI_COLUMNS.items()
-        }
-    return scores
+    return _scores(root, MTBI_RECIPES, _mtbi_columns)
 
 
 def _generalization(folder: Path) -> dict[str, dict[str, float]]:
