@@ -13,8 +13,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -66,17 +65,6 @@ class BenchmarkSkipped(Exception):
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
     """One display table of an `Outcome`."""
     return {"title": title, "columns": columns, "rows": rows}
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Runs the block with `count` torch intra-op threads, then restores the previous count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def interleaved(candidates: dict[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from lit_sllm.bench.common import Goal, Outcome, interleaved, paired_ratio, spread, table, torch_threads
+from lit_sllm.bench.common import Goal, Outcome, interleaved, paired_ratio, spread, table
 from lit_sllm.bench.models import build_tokenizer
 from lit_sllm.bench.stages import LOADER_STAGES, stage_seconds
 from lit_sllm.bench.synthetic import SpeechSet, librispeech_durations, write_speech_set
@@ -39,6 +39,7 @@ from lit_sllm.data.collate import EncodedSample, SampleEncoder, collate
 from lit_sllm.data.datamodule import SourceSpec, SpeechTextDataModule
 from lit_sllm.data.prompts import ChatFormatter
 from lit_sllm.data.schema import Sample
+from lit_sllm.threads import torch_threads
 
 VOCABULARY = 2000  # words of the synthetic transcripts and the tokenizer
 

@@ -19,13 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lit_sllm.bench.common import (
-    Goal,
-    Outcome,
-    interleaved,
-    table,
-    torch_threads,
-)
+from lit_sllm.bench.common import Goal, Outcome, interleaved, table
 from lit_sllm.bench.models import build_module, num_words, write_model_folders
 from lit_sllm.bench.synthetic import uniform_durations, write_speech_set
 from lit_sllm.bench.training import (
@@ -42,6 +36,7 @@ from lit_sllm.bench.training import (
 from lit_sllm.data.batch import Batch
 from lit_sllm.models.freezing import parameter_counts
 from lit_sllm.modules.joint_sft import JointSFT
+from lit_sllm.threads import torch_threads
 
 GOAL_OVERHEAD = 0.05
 QUICK = TrainBenchSettings(size=TINY_SIZE, utterances=12, clip_seconds=(0.5, 1.0), max_duration=2.0, num_buckets=2,

@@ -32,8 +32,8 @@ from lit_sllm.data.audio import read_audio, resample
 from lit_sllm.data.pipeline import DataTally, ReadConfig, Slot, finite_samples, resolve_shards
 from lit_sllm.data.tts import Word
 from lit_sllm.models.encoders import HFSpeechEncoder
+from lit_sllm.threads import torch_threads
 from lit_sllm.toy.language import generate_sentences, sentence_stream
-from lit_sllm.toy.pretrain_llm import cpu_threads
 from lit_sllm.toy.speech import ToySpeech
 
 log = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ def pretrain(
     Returns:
         {"losses": loss of every step, "evaluations": [(step, held-out WER), ...]}.
     """
-    with cpu_threads(config.threads):
+    with torch_threads(config.threads):
         return _train(encoder, head, speech, config, seed)
 
 

@@ -8,7 +8,6 @@ for a seed on a fixed number of CPU threads. The result is saved with `save_pret
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
@@ -24,6 +23,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from lit_sllm.data.batch import IGNORE_INDEX
 from lit_sllm.data.prompts import ChatFormatter, EncodedDialog
+from lit_sllm.threads import torch_threads
 from lit_sllm.toy.evaluate_llm import evaluate_llm
 from lit_sllm.toy.tasks import training_samples
 from lit_sllm.toy.tokenizer import build_tokenizer
@@ -141,20 +141,9 @@ def _lr_factor(step: int, config: ToyLLMConfig) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
 
 
-@contextlib.contextmanager
-def cpu_threads(count: int) -> Iterator[None]:
-    """Runs the block on `count` torch CPU threads, then restores the caller's setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def pretrain(model: LlamaForCausalLM, formatter: ChatFormatter, config: ToyLLMConfig, seed: int) -> list[float]:
     """Trains `model` in place on toy text samples on `config.threads` CPU threads; returns every step's loss."""
-    with cpu_threads(config.threads):
+    with torch_threads(config.threads):
         return _train(model, formatter, config, seed)
 
 
@@ -214,7 +203,7 @@ def build_llm(out_dir: str | Path, seed: int = 0, config: ToyLLMConfig | None = 
     config = config or ToyLLMConfig()
     figures = train_llm(out_dir, seed, config)
     start = time.perf_counter()
-    with cpu_threads(config.threads):
+    with torch_threads(config.threads):
         figures["accuracy"] = evaluate_llm(out_dir, per_task=eval_per_task, seed=seed)
     figures["eval_seconds"] = round(time.perf_counter() - start, 1)
     figures["size_mb"] = round(sum(f.stat().st_size for f in Path(out_dir).iterdir() if f.is_file()) / 2**20, 2)
