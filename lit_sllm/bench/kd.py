@@ -18,13 +18,7 @@ from typing import Any
 
 import torch
 
-from lit_sllm.bench.common import (
-    Goal,
-    Outcome,
-    interleaved,
-    table,
-    torch_threads,
-)
+from lit_sllm.bench.common import Goal, Outcome, interleaved, table
 from lit_sllm.bench.models import build_module, num_words, write_model_folders
 from lit_sllm.bench.synthetic import uniform_durations, write_speech_set
 from lit_sllm.bench.training import (
@@ -40,6 +34,7 @@ from lit_sllm.bench.training import (
 from lit_sllm.data.batch import Batch
 from lit_sllm.data.mtbi import BehaviourImitation
 from lit_sllm.modules.mtbi import MTBI
+from lit_sllm.threads import torch_threads
 
 GOAL_RATIO = 1.3
 # name -> (MTBI kd_weight, BehaviourImitation arguments)
