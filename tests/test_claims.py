@@ -52,6 +52,7 @@ def claim_runs(tmp_path):
         _mtbi_run(tmp_path, "asr_only", seed, unseen_task=0.2)
         _mtbi_run(tmp_path, "mtbi_no_interleave", seed, unseen_task=0.7)
     (tmp_path / "notes").mkdir()  # not a run: ignored
+    (tmp_path / "joint_sft-s0.log").write_text("the fit's output\n")  # claims.sh logs beside the run folders
     return tmp_path
 
 
