@@ -1,4 +1,4 @@
-"""Crash-safe resume: a fit SIGKILLed after a checkpoint resumes with `--ckpt_path last` where it stopped."""
+"""Crash-safe resume: a toy-world fit SIGKILLed after a checkpoint resumes with `--ckpt_path last` where it stopped."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from data_helpers import speech_set
+from data_helpers import TOY_WORLD
 
 CONFIG = """
 seed_everything: 0
@@ -49,11 +49,11 @@ def _adam_step(checkpoint: dict) -> int:
 
 
 @pytest.mark.slow
-def test_sigkilled_fit_resumes_from_its_last_checkpoint(tmp_path, tiny_llm_dir, tiny_whisper_dir):
-    speech_set(tmp_path / "asr", shards=2, per_shard=6)
+def test_sigkilled_fit_resumes_from_its_last_checkpoint(tmp_path):
     root, steps = tmp_path / "out", 400
     config = tmp_path / "run.yaml"
-    values = dict(llm=tiny_llm_dir, encoder=tiny_whisper_dir, asr=tmp_path / "asr", root=root, steps=steps)
+    models = dict(llm=TOY_WORLD / "models" / "llm", encoder=TOY_WORLD / "models" / "encoder")
+    values = dict(asr=TOY_WORLD / "asr" / "train", root=root, steps=steps, **models)
     config.write_text(CONFIG.format(**values))
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "lit_sllm.cli", "fit", "--config", str(config)]
