@@ -12,7 +12,7 @@ import pytest
 import torch
 from data_helpers import RATE, corrupt_set, encode, sine, speech_meta, speech_sample, speech_set, text_set, write_shard
 
-from lit_sllm.data.inspect import add_inspect_parser, inspect_shards
+from lit_sllm.data.inspect import inspect_shards
 from lit_sllm.data.pipeline import (
     DataTally,
     ReadConfig,
@@ -23,6 +23,7 @@ from lit_sllm.data.pipeline import (
     resolve_shards,
 )
 from lit_sllm.data.schema import SchemaError, audio_part_names, parse_meta
+from lit_sllm.tools.data import add_parser as add_data_parser
 
 
 def keys_of(samples) -> list[str]:
@@ -207,8 +208,8 @@ def test_peek_durations_reads_metadata(tmp_path):
 def test_inspect_json_reports_exact_counts_and_exits_zero(tmp_path, capsys):
     good, expected = corrupt_set(tmp_path)
     parser = argparse.ArgumentParser()
-    add_inspect_parser(parser.add_subparsers())
-    args = parser.parse_args(["inspect", str(tmp_path / "*.tar"), "--json"])
+    add_data_parser(parser.add_subparsers())
+    args = parser.parse_args(["data", "inspect", str(tmp_path / "*.tar"), "--json"])
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["samples"] == len(good) and report["shards"] == 2
@@ -221,8 +222,8 @@ def test_inspect_text_table(tmp_path, capsys):
     speech_set(tmp_path, shards=1, per_shard=2, seconds=(1.5, 1.5))
     assert inspect_shards(str(tmp_path))["durations"]["1-2s"] == 2
     parser = argparse.ArgumentParser()
-    add_inspect_parser(parser.add_subparsers())
-    args = parser.parse_args(["inspect", str(tmp_path)])
+    add_data_parser(parser.add_subparsers())
+    args = parser.parse_args(["data", "inspect", str(tmp_path)])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "samples" in out and "asr" in out and "skipped: none" in out

@@ -10,6 +10,7 @@ import pytest
 import torch
 from data_helpers import corrupt_set, make_tokenizer, speech_set, text_set
 
+from lit_sllm.config_errors import ConfigError
 from lit_sllm.data import Batch, EvalSetSpec, SourceSpec, SpeechTextDataModule
 from lit_sllm.data.batch import IGNORE_INDEX
 from lit_sllm.data.batching import BatchingSpec
@@ -187,7 +188,7 @@ def test_trainer_drives_the_stream_and_resumes_mid_epoch(tokenizer_dir, sets, tm
 
 def test_config_errors_name_the_key_and_the_fix(tokenizer_dir, sets, tmp_path):
     missing = module(tokenizer_dir, train={"speech": SourceSpec(str(tmp_path / "nothing-*.tar"))})
-    with pytest.raises(FileNotFoundError, match=r"data\.train\.speech\.shards: No shards match"):
+    with pytest.raises(ConfigError, match=r"data\.train\.speech\.shards: No shards match"):
         missing.train_dataloader()
     with pytest.raises(ValueError, match=r"data\.train weights .* sum to > 0"):
         module(tokenizer_dir, train={"a": SourceSpec(sets["speech"], 0.0), "b": SourceSpec(sets["text"], 0.0)})

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from lit_sllm.provenance import git_state
+
 T = TypeVar("T")
 PACKAGES = ("lit-sllm", "torch", "torchaudio", "lightning", "transformers", "peft", "webdataset", "lhotse")
 
@@ -141,8 +143,6 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
 
 def write_result(out_dir: str | Path, name: str, outcome: Outcome, quick: bool, seconds: float) -> Path:
     """Writes `<out_dir>/<name>.json`: figures, tables, goal, settings, machine, versions, git commit and run time."""
-    from lit_sllm.cli import git_state
-
     payload = {
         "benchmark": name,
         "quick": quick,

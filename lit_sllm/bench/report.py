@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lit_sllm.bench.runner import BENCHMARKS
+from lit_sllm.bench import BENCHMARKS
 
 
 def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:

@@ -7,20 +7,10 @@ import logging
 import time
 from pathlib import Path
 
+from lit_sllm.bench import BENCHMARKS, GROUPS
 from lit_sllm.bench.common import BenchmarkSkipped, write_result
 
 log = logging.getLogger(__name__)
-
-# name -> module exposing `run(quick: bool) -> Outcome`; imported only when its benchmark runs.
-BENCHMARKS: dict[str, str] = {
-    "padding": "lit_sllm.bench.padding",
-    "data": "lit_sllm.bench.data",
-    "step": "lit_sllm.bench.step",
-    "kd": "lit_sllm.bench.kd",
-    "gpu": "lit_sllm.bench.gpu",
-}
-# names that stand for several benchmarks
-GROUPS: dict[str, tuple[str, ...]] = {"cpu": ("padding", "data", "step", "kd")}
 
 
 def expand(names: list[str]) -> list[str]:

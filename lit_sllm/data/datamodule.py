@@ -19,6 +19,7 @@ import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from lit_sllm.config_errors import ConfigError, load_pretrained
 from lit_sllm.data.batch import Batch
 from lit_sllm.data.batching import BatchingSpec, batches, estimate_boundaries, fixed_batches, mix
 from lit_sllm.data.collate import EncodedSample, SampleEncoder, SampleTransform, collate
@@ -183,14 +184,23 @@ class EvalStream(IterableDataset):
 
 
 class _TrainLoader(DataLoader):
-    """A DataLoader that tells its data module each time an epoch's iteration starts (to seed the stream)."""
+    """The training loader: tells its data module when an epoch's iteration starts (to seed the stream), and is
+    stateful in Lightning's sense, its state being the data module's stream position, so Lightning knows a
+    mid-epoch resume continues the data exactly (no "dataloader is not resumable" warning)."""
 
-    on_iter = None
+    datamodule: SpeechTextDataModule | None = None
 
     def __iter__(self) -> Any:
-        if self.on_iter is not None:
-            self.on_iter()
+        if self.datamodule is not None:
+            self.datamodule._begin_epoch()
         return super().__iter__()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.datamodule.state_dict() if self.datamodule is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.datamodule is not None and state_dict:
+            self.datamodule.load_state_dict(state_dict)
 
 
 def _identity(batch: Batch) -> Batch:
@@ -257,15 +267,15 @@ class SpeechTextDataModule(L.LightningDataModule):
 
     def _check_config(self) -> None:
         if self.sample_rate <= 0:
-            raise ValueError(f"data.sample_rate must be a positive rate in Hz, got {self.sample_rate}.")
+            raise ConfigError(f"data.sample_rate must be a positive rate in Hz, got {self.sample_rate}.")
         if self.batches_per_epoch <= 0:
-            raise ValueError(f"data.batches_per_epoch must be > 0, got {self.batches_per_epoch}.")
+            raise ConfigError(f"data.batches_per_epoch must be > 0, got {self.batches_per_epoch}.")
         for name, spec in self.train_specs.items():
             if spec.train_on not in TRAIN_ON:
-                raise ValueError(f"data.train.{name}.train_on must be one of {TRAIN_ON}, got {spec.train_on!r}.")
+                raise ConfigError(f"data.train.{name}.train_on must be one of {TRAIN_ON}, got {spec.train_on!r}.")
         weights = {name: spec.weight for name, spec in self.train_specs.items()}
         if self.train_specs and (any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0):
-            raise ValueError(
+            raise ConfigError(
                 f"data.train weights {weights} must be >= 0 and sum to > 0; set data.train.<name>.weight, "
                 "e.g. 0.85 for speech and 0.15 for text."
             )
@@ -300,7 +310,7 @@ class SpeechTextDataModule(L.LightningDataModule):
         try:
             shards = resolve_shards(spec.shards)
         except (FileNotFoundError, ValueError) as err:
-            raise FileNotFoundError(f"data.{key}.{name}.shards: {err}") from err
+            raise ConfigError(f"data.{key}.{name}.shards: {err}") from err
         limit = min(x for x in (self.read.max_duration, spec.batching.max_duration, float("inf")) if x is not None)
         read = ReadConfig(self.sample_rate, None if limit == float("inf") else limit, self.read.on_too_long)
         train_on = getattr(spec, "train_on", "assistant")
@@ -341,16 +351,13 @@ class SpeechTextDataModule(L.LightningDataModule):
         if not self.train_specs:
             raise ValueError("No training data: add named sources under data.train (shards, weight, batching).")
         plans = {name: self._plan("train", name, spec, False) for name, spec in self.train_specs.items()}
-        for name, spec in self.train_specs.items():
-            if spec.train_on not in TRAIN_ON:
-                raise ValueError(f"data.train.{name}.train_on must be one of {TRAIN_ON}, got {spec.train_on!r}.")
         weights = {name: spec.weight for name, spec in self.train_specs.items()}
         rank, world = self._rank_world()
         self._train_stream = TrainStream(
             plans, weights, self.batches_per_epoch, self.seed, self.shuffle_buffer, rank, world
         )
         loader = self._loader(self._train_stream, _TrainLoader)
-        loader.on_iter = self._begin_epoch
+        loader.datamodule = self
         return loader
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -394,13 +401,12 @@ class SpeechTextDataModule(L.LightningDataModule):
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     """The LLM tokenizer at `path`, with an error naming `data.tokenizer` when it cannot be loaded."""
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise ValueError(
-            f"data.tokenizer: cannot load a tokenizer from {path!r} ({err}). Point it at the LLM's folder "
-            "(the CLI links it from model.llm.path)."
-        ) from err
+    return load_pretrained(
+        "data.tokenizer (linked from model.init_args.llm)",
+        "tokenizer",
+        path,
+        lambda: AutoTokenizer.from_pretrained(path),
+    )
 
 
 def text_eval_batches(

@@ -6,9 +6,7 @@ corrupt members are reported, never fatal (the command exits 0).
 
 from __future__ import annotations
 
-import argparse
 import bisect
-import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -62,19 +60,3 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{title}:" + ("" if counts else " none"))
         lines += [f"  {name:<22}{count:>10}" for name, count in counts.items()]
     return "\n".join(lines)
-
-
-def run_inspect(args: argparse.Namespace) -> int:
-    """Prints the report; always exits 0, since bad members are part of what is reported."""
-    report = inspect_shards(args.shards, sample_rate=args.sample_rate)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 0
-
-
-def add_inspect_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Adds `inspect DIR|GLOB [--json] [--sample-rate HZ]` to the `lit-sllm data` subcommands."""
-    parser = subparsers.add_parser("inspect", help="count samples, hours, tasks and skipped members of a shard set")
-    parser.add_argument("shards", nargs="+", help="a directory, index.json, glob, brace pattern or pipe: URL")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--sample-rate", type=int, default=16000, help="rate audio is decoded at (Hz)")
-    parser.set_defaults(func=run_inspect)

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
+from lit_sllm.config_errors import load_pretrained
 from lit_sllm.models.config import init_args_of
 from lit_sllm.models.features import LogMelFeatures, lengths_to_mask, normalize_waveform
 
@@ -93,7 +94,12 @@ class HFSpeechEncoder(SpeechEncoder):
         self_args = init_args_of(locals())
         super().__init__()
         self.init_args = self_args
-        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        config = load_pretrained(
+            "model.init_args.encoder.init_args.name_or_path",
+            "speech encoder",
+            name_or_path,
+            lambda: AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code),
+        )
         self.model_type = config.model_type
         if self.model_type != "whisper" and self.model_type not in _WAV2VEC2_FAMILY:
             raise ValueError(

@@ -8,6 +8,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from lit_sllm.config_errors import ConfigError, load_pretrained
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -60,18 +62,27 @@ def _dtype(spec: LLMSpec) -> torch.dtype:
     if spec.dtype is None:
         return torch.float32
     if spec.dtype not in _DTYPES:
-        raise ValueError(f"llm.dtype '{spec.dtype}' is unknown; use one of {sorted(_DTYPES)}.")
+        raise ConfigError(f"model.init_args.llm.dtype '{spec.dtype}' is unknown; use one of {sorted(_DTYPES)}.")
     return _DTYPES[spec.dtype]
 
 
-def load_llm(spec: LLMSpec) -> PreTrainedModel:
+def load_llm(spec: LLMSpec, key: str = "model.init_args.llm") -> PreTrainedModel:
+    """The causal LM of `spec`; a path that cannot be loaded is reported under the config key `key`."""
     kwargs = {"trust_remote_code": spec.trust_remote_code, "dtype": _dtype(spec)}
     if spec.attn_implementation:
         kwargs["attn_implementation"] = spec.attn_implementation
+    path = spec.name_or_path
     if spec.load_weights:
-        model = AutoModelForCausalLM.from_pretrained(spec.name_or_path, **kwargs)
+        model = load_pretrained(
+            f"{key}.name_or_path", "causal LM", path, lambda: AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        )
     else:
-        config = AutoConfig.from_pretrained(spec.name_or_path, trust_remote_code=spec.trust_remote_code)
+        config = load_pretrained(
+            f"{key}.name_or_path",
+            "causal LM config",
+            path,
+            lambda: AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code),
+        )
         model = AutoModelForCausalLM.from_config(config, **kwargs)
     if spec.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -79,9 +90,16 @@ def load_llm(spec: LLMSpec) -> PreTrainedModel:
     return model
 
 
-def load_tokenizer(spec: LLMSpec) -> PreTrainedTokenizerBase:
+def load_tokenizer(spec: LLMSpec, key: str = "model.init_args.llm") -> PreTrainedTokenizerBase:
+    """The tokenizer of `spec` (pad token set to EOS when it has none)."""
     source = spec.tokenizer or spec.name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
+    field = "tokenizer" if spec.tokenizer else "name_or_path"
+    tokenizer = load_pretrained(
+        f"{key}.{field}",
+        "tokenizer",
+        source,
+        lambda: AutoTokenizer.from_pretrained(source, trust_remote_code=spec.trust_remote_code),
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -4,26 +4,35 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from lit_sllm.callbacks.progress import step_bar_for
 from lit_sllm.callbacks.run_dir import run_dir
+from lit_sllm.config_errors import ConfigError
 from lit_sllm.data.batch import Batch
 from lit_sllm.data.generation import to_generation_batch
 from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN
 from lit_sllm.models.adapters import AdapterFactory, FrameStackMLP
 from lit_sllm.models.encoders import SpeechEncoder
-from lit_sllm.models.freezing import Trainable, format_parameter_table, parameter_counts
+from lit_sllm.models.freezing import Trainable, component_of, format_parameter_table, parameter_counts
 from lit_sllm.models.llm import LLMSpec, LoraSpec
 from lit_sllm.models.speech_llm import SpeechLLM
 from lit_sllm.models.splice import Spliced
 from lit_sllm.modules.losses import token_cross_entropy
 from lit_sllm.modules.optim import OptimSpec, ScheduleSpec, build_optimizer, build_scheduler
+
+# Frozen components stay in eval mode on purpose (`SpeechLLM.train`); Lightning warns about each one at fit start.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
 @dataclass
@@ -226,12 +235,27 @@ class SpeechLLMModule(L.LightningModule):
         scheduler = build_scheduler(optimizer, self.schedule_spec, self.optim_spec.lr, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        """A progress bar that counts steps against `max_steps` in place of Lightning's default one."""
+        bar = step_bar_for(self.trainer.progress_bar_callback if self._trainer is not None else None)
+        return [bar] if bar is not None else []
+
+    def on_train_end(self) -> None:
+        """Leaves the final state in `last.ckpt` when `max_steps` falls between validations (Lightning saves `last`
+        only with the validation-time checkpoints)."""
+        for callback in self.trainer.checkpoint_callbacks:
+            saves_last = isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath
+            if saves_last and callback._last_global_step_saved < self.trainer.global_step:
+                last = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+                self.trainer.save_checkpoint(last, weights_only=False)
+                rank_zero_info(f"Saved the final state (step {self.trainer.global_step}) to {last}")
+
     def on_fit_start(self) -> None:
         rank_zero_info("Parameters by component:\n" + format_parameter_table(parameter_counts(self.model)))
         datamodule = getattr(self.trainer, "datamodule", None)
         data_rate = getattr(datamodule, "sample_rate", self.model.sample_rate)
         if data_rate != self.model.sample_rate:
-            raise ValueError(
+            raise ConfigError(
                 f"data.sample_rate is {data_rate} Hz but the encoder expects {self.model.sample_rate} Hz; set "
                 f"data.sample_rate: {self.model.sample_rate} (audio is resampled while streaming)."
             )
@@ -247,6 +271,25 @@ class SpeechLLMModule(L.LightningModule):
         checkpoint["state_dict"] = {
             unwrapped_name(k): v for k, v in state.items() if unwrapped_name(k).removeprefix("model.") in trainable
         }
+
+    def load_state_dict(self, state_dict: dict[str, Tensor], strict: bool = True, assign: bool = False) -> Any:
+        """Loads a lean checkpoint: the trainable weights it holds, the frozen ones kept as read from their pretrained
+        paths when the module was built, reported in one line instead of as missing keys."""
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        trainable = {f"model.{name}" for name in self.model.trainable_state_dict()}
+        missing = [key for key in result.missing_keys if key in trainable or not key.startswith("model.")]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(
+                f"Checkpoint does not fit {type(self).__name__}: missing trainable keys {missing[:3]}, unexpected keys "
+                f"{result.unexpected_keys[:3]}. Check that the config matches the one the checkpoint was trained with."
+            )
+        kept = Counter(component_of(key.removeprefix("model.")) for key in result.missing_keys if key not in missing)
+        if kept:
+            counts = ", ".join(f"{component} ({count} tensors)" for component, count in sorted(kept.items()))
+            rank_zero_info(f"Loaded {len(state_dict)} trainable tensors; frozen {counts} kept from pretrained paths.")
+        result.missing_keys.clear()
+        result.missing_keys.extend(missing)
+        return result
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checks the checkpoint fits this model before Lightning loads it (non-strict, frozen weights stay)."""

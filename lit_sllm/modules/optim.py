@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from lit_sllm.config_errors import ConfigError
+
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
@@ -52,7 +54,7 @@ class ScheduleSpec:
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], spec: OptimSpec, on_cuda: bool) -> torch.optim.Optimizer:
     if spec.name not in _OPTIMIZERS:
-        raise ValueError(f"model.optimizer.name '{spec.name}' is unknown; use one of {sorted(_OPTIMIZERS)}.")
+        raise ConfigError(f"model.optimizer.name '{spec.name}' is unknown; use one of {sorted(_OPTIMIZERS)}.")
     fused = on_cuda if spec.fused is None else spec.fused
     return _OPTIMIZERS[spec.name](
         params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay, eps=spec.eps, fused=fused
@@ -72,5 +74,5 @@ def lr_multiplier(step: int, spec: ScheduleSpec, peak_lr: float, total_steps: in
 
 def build_scheduler(optimizer: torch.optim.Optimizer, spec: ScheduleSpec, peak_lr: float, total_steps: int) -> LambdaLR:
     if spec.decay not in ("cosine", "constant"):
-        raise ValueError(f"model.schedule.decay '{spec.decay}' is unknown; use 'cosine' or 'constant'.")
+        raise ConfigError(f"model.schedule.decay '{spec.decay}' is unknown; use 'cosine' or 'constant'.")
     return LambdaLR(optimizer, lambda step: lr_multiplier(step, spec, peak_lr, total_steps))

@@ -1,7 +1,7 @@
 """`lit-sllm bench NAME ...`: run benchmarks and write `<out>/NAME.json` (figures, goal, machine, versions, commit).
 
-Names: padding, data, step, kd (CPU; `cpu` runs all four) and gpu (skipped without a CUDA GPU). `--quick` runs tiny
-sizes (the smoke test); `--table` prints the README tables of the results in `--out`.
+Names: padding, data, step, kd, startup (CPU; `cpu` runs all five) and gpu (skipped without a CUDA GPU). `--quick`
+runs tiny sizes (the smoke test); `--table` prints the README tables of the results in `--out`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from lit_sllm.bench.runner import BENCHMARKS, GROUPS, expand, run_benchmark
+from lit_sllm.bench import BENCHMARKS, GROUPS
 
 
 def benchmark_name(value: str) -> str:
@@ -21,6 +21,8 @@ def benchmark_name(value: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lit_sllm.bench.runner import expand, run_benchmark
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.names and not args.table:
         print("lit-sllm bench: name a benchmark or pass --table.", file=sys.stderr)

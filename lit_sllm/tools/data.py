@@ -8,46 +8,50 @@ non-zero only when its input cannot be used at all (a missing file, an existing 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from lit_sllm.data.inspect import add_inspect_parser
-from lit_sllm.data.shards import (
-    SkipLog,
-    WriteResult,
-    chat_to_samples,
-    librispeech_to_samples,
-    speech_turn_picker,
-    write_manifest,
-    write_samples,
-)
-from lit_sllm.data.tts import TTS, EspeakTTS
-
-TTS_ENGINES: dict[str, Callable[[argparse.Namespace], TTS]] = {
-    "espeak": lambda args: EspeakTTS(voice=args.voice, sample_rate=args.sample_rate),
-}
+TTS_ENGINES = ("espeak",)
 
 
-def run_write(args: argparse.Namespace) -> WriteResult:
+def run_write(args: argparse.Namespace) -> Any:
+    from lit_sllm.data.shards import write_manifest
+
     return write_manifest(args.manifest, args.out, args.name, args.shard_size, args.workers, args.sample_rate)
 
 
-def run_librispeech(args: argparse.Namespace) -> WriteResult:
+def run_librispeech(args: argparse.Namespace) -> Any:
+    from lit_sllm.data.shards import SkipLog, librispeech_to_samples, write_samples
+
     skips = SkipLog()
     samples = librispeech_to_samples(args.root, skips)
     return write_samples(samples, args.out, args.name or Path(args.root).resolve().name, args.shard_size, skips)
 
 
-def run_chat(args: argparse.Namespace) -> WriteResult:
+def run_chat(args: argparse.Namespace) -> Any:
+    from lit_sllm.data.shards import SkipLog, chat_to_samples, write_samples
+    from lit_sllm.data.tts import EspeakTTS
+
     skips = SkipLog()
-    tts = TTS_ENGINES[args.tts](args) if args.tts else None
+    tts = EspeakTTS(voice=args.voice, sample_rate=args.sample_rate) if args.tts == "espeak" else None
     samples = chat_to_samples(args.jsonl, tts, args.speech_turns, args.seed, skips)
     return write_samples(samples, args.out, args.name or Path(args.jsonl).stem, args.shard_size, skips)
 
 
-def reporting(command: Callable[[argparse.Namespace], WriteResult]) -> Callable[[argparse.Namespace], int]:
+def run_inspect(args: argparse.Namespace) -> int:
+    """Prints the report; always exits 0, since bad members are part of what is reported."""
+    from lit_sllm.data.inspect import format_report, inspect_shards
+
+    report = inspect_shards(args.shards, sample_rate=args.sample_rate)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def reporting(command: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
     """Runs a write command, prints its summary line, and turns unusable input into exit code 1 with the reason."""
 
     def run(args: argparse.Namespace) -> int:
@@ -63,13 +67,15 @@ def reporting(command: Callable[[argparse.Namespace], WriteResult]) -> Callable[
     return run
 
 
-def speech_turns_arg(value: str) -> str | float:
-    """argparse type for --speech-turns: "first", "all" or a probability."""
+def speech_turns_arg(value: str) -> str:
+    """argparse type for --speech-turns: "first", "all" or a probability (checked by the library's own picker)."""
+    from lit_sllm.data.shards import speech_turn_picker
+
     try:
         speech_turn_picker(value)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
-    return value if value in ("first", "all") else float(value)
+    return value
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,10 +103,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     chat = commands.add_parser("chat", help="text (or, with --tts, mixed speech/text) shards from chat JSONL")
     chat.add_argument("--jsonl", required=True, help="ShareGPT ('conversations') or OpenAI ('messages') JSONL")
     add_output_arguments(chat)
-    chat.add_argument("--tts", choices=sorted(TTS_ENGINES), default=None, help="speak user turns with this TTS")
+    chat.add_argument("--tts", choices=TTS_ENGINES, default=None, help="speak user turns with this TTS")
     chat.add_argument("--speech-turns", type=speech_turns_arg, default="first", help="first, all, or a probability")
     chat.add_argument("--voice", default="en-us", help="TTS voice")
     chat.add_argument("--sample-rate", type=int, default=16000, help="TTS output rate in Hz")
     chat.add_argument("--seed", type=int, default=0, help="seed of the probabilistic speech-turn pick")
     chat.set_defaults(func=reporting(run_chat))
-    add_inspect_parser(commands)
+    inspect = commands.add_parser("inspect", help="count samples, hours, tasks and skipped members of a shard set")
+    inspect.add_argument("shards", nargs="+", help="a directory, index.json, glob, brace pattern or pipe: URL")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    inspect.add_argument("--sample-rate", type=int, default=16000, help="rate audio is decoded at (Hz)")
+    inspect.set_defaults(func=run_inspect)

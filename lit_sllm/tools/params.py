@@ -8,16 +8,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import torch
-from jsonargparse import ArgumentParser
-from omegaconf import OmegaConf
-
-from lit_sllm.models.freezing import format_parameter_table, parameter_counts
-from lit_sllm.modules.base import SpeechLLMModule
-
 
 def model_section(config_paths: list[str]) -> dict[str, Any]:
     """The merged `model:` section of one or more experiment YAMLs, interpolations resolved."""
+    from omegaconf import OmegaConf
+
     merged = OmegaConf.merge(*(OmegaConf.load(path) for path in config_paths))
     if "model" not in merged:
         raise KeyError(f"No `model:` section in {config_paths}; pass the experiment YAML(s) given to `lit-sllm fit`.")
@@ -34,8 +29,13 @@ def without_weights(section: dict[str, Any]) -> dict[str, Any]:
     return section
 
 
-def build_on_meta(section: dict[str, Any]) -> SpeechLLMModule:
+def build_on_meta(section: dict[str, Any]) -> Any:
     """Instantiates the recipe module from its config on the meta device: shapes only, no memory, no downloads."""
+    import torch
+    from jsonargparse import ArgumentParser
+
+    from lit_sllm.modules.base import SpeechLLMModule
+
     parser = ArgumentParser(parser_mode="omegaconf")
     parser.add_subclass_arguments(SpeechLLMModule, "model", required=True)
     config = parser.parse_object({"model": without_weights(section)})
@@ -44,6 +44,8 @@ def build_on_meta(section: dict[str, Any]) -> SpeechLLMModule:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lit_sllm.models.freezing import format_parameter_table, parameter_counts
+
     module = build_on_meta(model_section(args.config))
     print(format_parameter_table(parameter_counts(module.model)))
     return 0

@@ -16,7 +16,6 @@ writes the same shards.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
@@ -31,6 +30,7 @@ from typing import Any
 
 from lit_sllm.data.shards import Sample as ShardSample
 from lit_sllm.data.shards import ShardSetWriter
+from lit_sllm.data.teacher import TeacherSpec, label_shards
 from lit_sllm.toy.encoder import ToyEncoderConfig, ctc_wer, train_encoder
 from lit_sllm.toy.evaluate_llm import evaluate_llm
 from lit_sllm.toy.language import Sentence, english_words, generate_sentences, sentence_stream
@@ -191,23 +191,8 @@ def write_text_sets(out: Path, sizes: WorldSizes, seed: int) -> dict[str, dict]:
 
 def run_teacher(out: Path, seed: int) -> dict[str, dict]:
     """Labels asr/train and asr/val with the toy LLM's answers to every seen task into mtbi/train and mtbi/val."""
-    from lit_sllm.tools.teacher import run
-
-    indexes = {}
-    for split in ("train", "val"):
-        args = argparse.Namespace(
-            shards=str(out / "asr" / split),
-            out=str(out / "mtbi" / split),
-            llm=str(out / "models" / "llm"),
-            tasks=str(out / "tasks.yaml"),
-            batch_size=64,
-            max_new_tokens=32,
-            seed=seed,
-            device="cpu",
-        )
-        run(args)
-        indexes[f"mtbi/{split}"] = json.loads((out / "mtbi" / split / "index.json").read_text())
-    return indexes
+    spec = TeacherSpec(str(out / "models" / "llm"), str(out / "tasks.yaml"), 64, 32, seed, "cpu")
+    return {f"mtbi/{split}": label_shards(str(out / "asr" / split), out / "mtbi" / split, spec) for split in SPLITS[:2]}
 
 
 def measure_world(world: str | Path, seed: int = 0, per_task: int = 50) -> dict[str, Any]:

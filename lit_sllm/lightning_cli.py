@@ -1,0 +1,99 @@
+"""The Lightning CLI of `lit-sllm fit|validate|test|predict`: omegaconf configs, any recipe by class_path, the run's
+config and git state saved beside its logs, and the commonest mistakes reported in a few lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from lit_sllm.callbacks.run_dir import run_dir
+from lit_sllm.config_errors import ConfigError, explain_parse_error
+from lit_sllm.modules.base import SpeechLLMModule
+from lit_sllm.provenance import git_state
+from lit_sllm.run_summary import summary_lines
+
+
+class SaveConfigWithGit(SaveConfigCallback):
+    """Saves the resolved config and the git commit next to the checkpoints and logs."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        folders = {run_dir(trainer)}  # rank 0 only: no collective calls here
+        checkpoints = trainer.checkpoint_callback
+        if stage == "fit" and checkpoints is not None and getattr(checkpoints, "dirpath", None):
+            folders.add(Path(checkpoints.dirpath))  # only training writes beside its checkpoints
+        state = git_state()
+        text = self.parser.dump(self.config, skip_none=False)
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "config.yaml").write_text(text)
+            (folder / "git.json").write_text(json.dumps(state, indent=2))
+        resolved = yaml.safe_load(text)
+        for logger in trainer.loggers:  # W&B's run config gets the resolved config and the commit
+            logger.log_hyperparams({"config": resolved, "git": state})
+
+
+def tokenizer_of(llm: Any) -> str:
+    """The tokenizer path of an `llm:` config section (its own `tokenizer`, else the model path)."""
+    return llm.tokenizer or llm.name_or_path
+
+
+class LitSLLMCLI(LightningCLI):
+    """LightningCLI with the suite's defaults: omegaconf interpolation, any recipe by class_path, and the data's
+    tokenizer taken from the model's LLM so the two can never disagree."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("model.init_args.llm", "data.init_args.tokenizer", compute_fn=tokenizer_of)
+        parser.link_arguments("model.init_args.audio_token", "data.init_args.audio_token")
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            model_class=SpeechLLMModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=SaveConfigWithGit,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def parse_arguments(self, parser, args) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except Exception as err:  # jsonargparse's errors carry the whole namespace; keep the part a user can act on
+            raise ConfigError(explain_parse_error(err, parser)) from None
+
+
+def config_error_in(err: BaseException) -> ConfigError | None:
+    """The first `ConfigError` in an exception's cause/context chain (jsonargparse wraps instantiation errors)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ConfigError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def run_lightning(argv: list[str] | None) -> int:
+    """Runs a Lightning command; returns its exit code. A `ConfigError` prints as one short message, exit 2."""
+    command = (argv if argv is not None else sys.argv[1:])[:1] or ["fit"]
+    try:
+        cli = LitSLLMCLI(args=argv)
+    except SystemExit as done:  # --print_config and --help end by exiting; report their code instead
+        return int(done.code or 0)
+    except Exception as err:
+        found = config_error_in(err)
+        if found is None:
+            raise
+        print(f"lit-sllm {command[0]}: {found}", file=sys.stderr)
+        return 2
+    if cli.subcommand == "fit" and cli.trainer.global_rank == 0:
+        print("\n".join(summary_lines(cli.trainer)), flush=True)
+    return 0
