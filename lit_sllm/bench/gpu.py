@@ -157,8 +157,7 @@ def batch_to(batch: Batch, device: str) -> Batch:
 def memory_probe(module: JointSFT, sample: EncodedSample, pad_id: int, device: str) -> Callable[[float], bool]:
     """A predicate: does one bf16-mixed training step (forward, backward, AdamW) on a batch of this many seconds fit?"""
     model = module.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, module.optim_spec, on_cuda=device == "cuda")
+    optimizer = build_optimizer(model.named_parameters(), module.optim_spec, on_cuda=device == "cuda")
 
     def fits(duration: float) -> bool:
         try:

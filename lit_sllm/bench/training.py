@@ -212,7 +212,7 @@ def bare_run(module: SpeechLLMModule, batches: Sequence[Batch], warmup: int) -> 
     def run() -> StepClock:
         model, clock = module.model, StepClock(warmup)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, module.optim_spec, on_cuda=False)
+        optimizer = build_optimizer(model.named_parameters(), module.optim_spec, on_cuda=False)
         scheduler = build_scheduler(optimizer, module.schedule_spec, module.optim_spec.lr, len(batches))
         model.train()
         for batch in batches:

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from lit_sllm.config_errors import ConfigError
+from lit_sllm.models.freezing import COMPONENTS, component_of
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+@dataclass
+class GroupSpec:
+    """Optimizer settings of one component (a parameter group); unset fields take the optimizer's own.
+
+    Attributes:
+        lr: peak learning rate of the component (the schedule scales every group by the same factor).
+        weight_decay: weight decay of the component.
+    """
+
+    lr: float | None = None
+    weight_decay: float | None = None
 
 
 @dataclass
@@ -20,11 +35,13 @@ class OptimSpec:
 
     Attributes:
         name: "adam" or "adamw".
-        lr: peak learning rate.
+        lr: peak learning rate of every component without its own.
         betas: Adam betas.
-        weight_decay: weight decay (L2 for adam, decoupled for adamw).
+        weight_decay: weight decay (L2 for adam, decoupled for adamw) of every component without its own.
         eps: Adam epsilon.
         fused: fused kernels; None means on when training on CUDA.
+        groups: per-component settings, keyed by component ("encoder", "adapter", "lora", "llm"), e.g.
+            `{encoder: {lr: 1.0e-4}}` so a pretrained encoder is fine-tuned gently beside a fresh adapter.
     """
 
     name: str = "adamw"
@@ -33,6 +50,7 @@ class OptimSpec:
     weight_decay: float = 1e-3
     eps: float = 1e-8
     fused: bool | None = None
+    groups: dict[str, GroupSpec] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,12 +70,47 @@ class ScheduleSpec:
     decay: str = "cosine"
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], spec: OptimSpec, on_cuda: bool) -> torch.optim.Optimizer:
+def parameter_groups(
+    named_parameters: Iterable[tuple[str, torch.nn.Parameter]], spec: OptimSpec
+) -> list[dict[str, Any]]:
+    """One optimizer group per component that trains, named by component, with its own lr and weight decay.
+
+    Raises:
+        ConfigError: for a group key that is not a component, or a component that has no trainable parameter.
+    """
+    unknown = sorted(set(spec.groups) - set(COMPONENTS))
+    if unknown:
+        raise ConfigError(f"model.optimizer.groups.{unknown[0]} is not a component; use one of {list(COMPONENTS)}.")
+    by_component: dict[str, list[torch.nn.Parameter]] = {}
+    for name, param in named_parameters:
+        if param.requires_grad:
+            by_component.setdefault(component_of(name), []).append(param)
+    idle = sorted(set(spec.groups) - set(by_component))
+    if idle:
+        raise ConfigError(
+            f"model.optimizer.groups.{idle[0]} is set but the {idle[0]} has no trainable parameters; set "
+            f"model.trainable.{idle[0]}: true (and LoRA for lora), or remove the group."
+        )
+    groups = []
+    for component in COMPONENTS:
+        if component in by_component:
+            own = spec.groups.get(component, GroupSpec())
+            lr = spec.lr if own.lr is None else own.lr
+            decay = spec.weight_decay if own.weight_decay is None else own.weight_decay
+            groups.append({"name": component, "params": by_component[component], "lr": lr, "weight_decay": decay})
+    return groups
+
+
+def build_optimizer(
+    named_parameters: Iterable[tuple[str, torch.nn.Parameter]], spec: OptimSpec, on_cuda: bool
+) -> torch.optim.Optimizer:
+    """The optimizer over the trainable parameters of a `SpeechLLM`, one group per component (`parameter_groups`)."""
     if spec.name not in _OPTIMIZERS:
         raise ConfigError(f"model.optimizer.name '{spec.name}' is unknown; use one of {sorted(_OPTIMIZERS)}.")
     fused = on_cuda if spec.fused is None else spec.fused
+    groups = parameter_groups(named_parameters, spec)
     return _OPTIMIZERS[spec.name](
-        params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay, eps=spec.eps, fused=fused
+        groups, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay, eps=spec.eps, fused=fused
     )
 
 
