@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from lit_sllm.callbacks.progress import step_bar_for
 from lit_sllm.callbacks.run_dir import run_dir
 from lit_sllm.config_errors import ConfigError, explain_parse_error
 from lit_sllm.modules.base import SpeechLLMModule
@@ -62,6 +63,15 @@ class LitSLLMCLI(LightningCLI):
             args=args,
             run=run,
         )
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The trainer, with Lightning's default progress bar swapped for one that counts steps of `max_steps`."""
+        trainer = super().instantiate_trainer(**kwargs)
+        for index, callback in enumerate(trainer.callbacks):
+            replacement = step_bar_for(callback)
+            if replacement is not None:
+                trainer.callbacks[index] = replacement
+        return trainer
 
     def parse_arguments(self, parser, args) -> None:
         try:

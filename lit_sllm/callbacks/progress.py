@@ -3,7 +3,7 @@
 The suite's training streams are endless and an "epoch" is an arbitrary cut of `batches_per_epoch` batches, so
 Lightning's bars (batches of the current epoch, epochs against `max_epochs`, which is -1: "Epoch 4/-2") say nothing
 about how far a run is. These show global steps of `max_steps`; where no step budget is set they behave as
-Lightning's. `SpeechLLMModule` swaps Lightning's default bar (TQDM or Rich) for the matching one here.
+Lightning's. `lit-sllm fit` swaps Lightning's default bar (TQDM or Rich) for the matching one here.
 """
 
 from __future__ import annotations

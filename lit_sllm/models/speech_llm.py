@@ -35,6 +35,9 @@ class SpeechLLM(nn.Module):
         lora: LoRA on the LLM; None for none.
         trainable: which components train.
         audio_token: placeholder string for one clip in the chat template.
+        match_embedding_rms: scale every adapter output vector to the RMS of the LLM's input-embedding table, so a
+            frozen LLM reads audio at the scale of its token embeddings (an unconstrained adapter's output can grow
+            to hundreds of times that scale).
     """
 
     def __init__(
@@ -45,9 +48,12 @@ class SpeechLLM(nn.Module):
         lora: LoraSpec | None = None,
         trainable: Trainable | None = None,
         audio_token: str = DEFAULT_AUDIO_TOKEN,
+        match_embedding_rms: bool = False,
     ) -> None:
         super().__init__()
         self.llm_spec, self.lora_spec = llm, lora
+        self.match_embedding_rms = match_embedding_rms
+        self._embedding_rms: Tensor | None = None
         self.tokenizer = load_tokenizer(llm)
         self.audio_token = audio_token
         self.audio_token_id = ensure_audio_token(self.tokenizer, audio_token)
@@ -68,6 +74,7 @@ class SpeechLLM(nn.Module):
             "lora": dataclasses.asdict(self.lora_spec) if self.lora_spec else None,
             "trainable": dataclasses.asdict(self.trainable),
             "audio_token": self.audio_token,
+            "match_embedding_rms": self.match_embedding_rms,
         }
 
     @classmethod
@@ -124,7 +131,19 @@ class SpeechLLM(nn.Module):
     def embed_audio(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(N, S) waveforms -> (N, T, H) LLM-width frames and (N,) valid frame counts."""
         frames, lengths = self.encoder(audio, audio_lengths)  # (N, T_enc, D_enc)
-        return self.adapter(frames, lengths)  # (N, T, H)
+        audio_embeds, lengths = self.adapter(frames, lengths)  # (N, T, H)
+        if self.match_embedding_rms:
+            rms = audio_embeds.float().pow(2).mean(dim=-1, keepdim=True).add(1e-12).sqrt()  # (N, T, 1)
+            audio_embeds = audio_embeds * (self.embedding_rms() / rms).to(audio_embeds.dtype)
+        return audio_embeds, lengths
+
+    def embedding_rms(self) -> Tensor:
+        """RMS of the LLM's input-embedding table (cached while the table is frozen)."""
+        weight = self.llm.get_input_embeddings().weight
+        if self._embedding_rms is None or weight.requires_grad:
+            with torch.no_grad():
+                self._embedding_rms = weight.float().pow(2).mean().sqrt()
+        return self._embedding_rms.to(weight.device)
 
     def prepare_inputs(self, batch: Batch, padding_side: str = "right") -> Spliced:
         """Embeds tokens and audio and splices them into one sequence per row."""

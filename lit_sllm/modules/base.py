@@ -16,7 +16,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from lit_sllm.callbacks.progress import step_bar_for
 from lit_sllm.callbacks.run_dir import run_dir
 from lit_sllm.config_errors import ConfigError
 from lit_sllm.data.batch import Batch
@@ -28,6 +27,7 @@ from lit_sllm.models.freezing import Trainable, component_of, format_parameter_t
 from lit_sllm.models.llm import LLMSpec, LoraSpec
 from lit_sllm.models.speech_llm import SpeechLLM
 from lit_sllm.models.splice import Spliced
+from lit_sllm.modules.listening import audio_from_other_rows
 from lit_sllm.modules.losses import token_cross_entropy
 from lit_sllm.modules.optim import OptimSpec, ScheduleSpec, build_optimizer, build_scheduler
 
@@ -62,6 +62,10 @@ class SpeechLLMModule(L.LightningModule):
         generation: decoding settings for eval/predict.
         audio_token: placeholder string for one clip.
         max_nonfinite_steps: consecutive non-finite losses tolerated (each skips its step) before training stops.
+        match_embedding_rms: scale the adapter's output vectors to the RMS of the LLM's embedding table (see
+            `SpeechLLM`).
+        log_audio_gap: on val and test speech batches, also log the loss with audio taken from other rows and its
+            gap to the true loss (`lit_sllm.modules.listening`; one more forward pass per batch).
         compile: `torch.compile` the encoder and the LLM in place (dynamic shapes, since bucketed batches vary in
             length); parameter names and checkpoints are unchanged.
     """
@@ -80,16 +84,20 @@ class SpeechLLMModule(L.LightningModule):
         generation: GenerationSpec | None = None,
         audio_token: str = DEFAULT_AUDIO_TOKEN,
         max_nonfinite_steps: int = 20,
+        match_embedding_rms: bool = False,
+        log_audio_gap: bool = True,
         compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "adapter"])
-        self.model = SpeechLLM(llm, encoder, adapter, lora, trainable or self.default_trainable, audio_token)
+        trainable = trainable or self.default_trainable
+        self.model = SpeechLLM(llm, encoder, adapter, lora, trainable, audio_token, match_embedding_rms)
         self._record_hparams()
         self.optim_spec = optimizer or OptimSpec()
         self.schedule_spec = schedule or ScheduleSpec()
         self.generation = generation or GenerationSpec()
         self.max_nonfinite_steps = max_nonfinite_steps
+        self.log_audio_gap = log_audio_gap
         if compile:
             self.model.encoder.compile(dynamic=True)
             self.model.llm.compile(dynamic=True)
@@ -124,10 +132,12 @@ class SpeechLLMModule(L.LightningModule):
         loss_sum, count = token_cross_entropy(logits, inputs.labels)
         return {"loss": loss_sum.sum() / count.sum().clamp(min=1)}
 
-    def _step(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+    def _loss(self, batch: Batch) -> dict[str, Tensor]:
         inputs = self.model.prepare_inputs(batch)
-        logits = self.model(inputs)  # (B, L', V)
-        terms = self.compute_loss(batch, inputs, logits)
+        return self.compute_loss(batch, inputs, self.model(inputs))  # logits (B, L', V)
+
+    def _step(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+        terms = self._loss(batch)
         size = batch.size
         for name, value in terms.items():
             self.log(f"{stage}/{batch.source}/{name}", value, batch_size=size, add_dataloader_idx=False, sync_dist=True)
@@ -135,7 +145,19 @@ class SpeechLLMModule(L.LightningModule):
         if stage != "train":  # summed over batches and ranks: equals the set's size when each sample is seen once
             name = f"{stage}/{batch.source}/samples"
             self.log(name, float(size), reduce_fx="sum", sync_dist=True, add_dataloader_idx=False, batch_size=size)
+            if self.log_audio_gap:
+                self._log_audio_gap(batch, stage, terms["loss"])
         return terms
+
+    def _log_audio_gap(self, batch: Batch, stage: str, loss: Tensor) -> None:
+        """`<stage>/<set>/shuffled_audio_loss` and `audio_gap` (its excess over the true loss; see `listening`)."""
+        foreign = audio_from_other_rows(batch, self.model.audio_token_id)
+        if foreign is None or not batch.num_target_tokens():
+            return
+        shuffled = self._loss(foreign)["loss"]
+        for name, value in (("shuffled_audio_loss", shuffled), ("audio_gap", shuffled - loss)):
+            key = f"{stage}/{batch.source}/{name}"
+            self.log(key, value, batch_size=batch.size, add_dataloader_idx=False, sync_dist=True)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         self._log_data_stats(batch)
@@ -145,7 +167,10 @@ class SpeechLLMModule(L.LightningModule):
         if not torch.isfinite(terms["loss"]):
             return self._skip_nonfinite(batch)
         self.nonfinite_in_a_row = 0
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=batch.size)
+        groups = self.optimizers().param_groups
+        self.log("train/lr", groups[0]["lr"], prog_bar=True, batch_size=batch.size)
+        for group in groups:
+            self.log(f"train/lr/{group.get('name', 'all')}", group["lr"], batch_size=batch.size)
         return terms["loss"]
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -229,16 +254,10 @@ class SpeechLLMModule(L.LightningModule):
     # --- optimisation ---------------------------------------------------------------------------------------------
 
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, self.optim_spec, on_cuda=self.device.type == "cuda")
+        optimizer = build_optimizer(self.model.named_parameters(), self.optim_spec, on_cuda=self.device.type == "cuda")
         total = self.schedule_spec.total_steps or int(self.trainer.estimated_stepping_batches)
         scheduler = build_scheduler(optimizer, self.schedule_spec, self.optim_spec.lr, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def configure_callbacks(self) -> list[L.Callback]:
-        """A progress bar that counts steps against `max_steps` in place of Lightning's default one."""
-        bar = step_bar_for(self.trainer.progress_bar_callback if self._trainer is not None else None)
-        return [bar] if bar is not None else []
 
     def on_train_end(self) -> None:
         """Leaves the final state in `last.ckpt` when `max_steps` falls between validations (Lightning saves `last`
