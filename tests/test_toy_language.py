@@ -242,5 +242,7 @@ def test_training_batches_are_deterministic(tokenizer):
     first = list(itertools.islice(training_batches(formatter, config, 0), 3))
     again = list(itertools.islice(training_batches(formatter, config, 0), 3))
     for a, b in zip(first, again):
-        assert all(torch.equal(a[key], b[key]) for key in a)
+        assert all(torch.equal(a[key], b[key]) for key in a if key != "plans") and a["plans"] == b["plans"]
         assert (a["labels"][a["attention_mask"] == 0] == IGNORE_INDEX).all()
+        placeholders = int((a["input_ids"] == formatter.audio_token_id).sum())
+        assert placeholders == len(a["plans"]) > 0  # every sentence is read as pseudo-speech

@@ -10,14 +10,19 @@ Answers come from `answer_text_prompts`, the very path the MTBI teacher takes.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_sllm.data.prompts import ChatFormatter
+from lit_sllm.models.splice import splice_audio
 from lit_sllm.models.text_generation import answer_text_prompts
-from lit_sllm.toy.tasks import TASKS, benchmark_tasks, eval_samples
+from lit_sllm.toy.language import generate_sentences
+from lit_sllm.toy.pseudo_speech import encode_with_sentences, fixed_plan, plan_frames
+from lit_sllm.toy.tasks import TASKS, all_prompts, benchmark_tasks, copy_sample, eval_samples
 
 
 def evaluation_groups(per_task: int, seed: int) -> dict[str, list[dict]]:
@@ -74,3 +79,87 @@ def evaluate_llm(
             "tasks": {task: round(value, 4) for task, value in per_task_accuracy.items()},
         }
     return report
+
+
+# The robustness table: how the LLM reads sentences given as pseudo-speech (`lit_sllm.toy.pseudo_speech`).
+PSEUDO_SPEECH_VARIANTS: dict[str, dict[str, float]] = {
+    "exact": {},
+    "each token x2": {"repeat": 2},
+    "each token x3": {"repeat": 3},
+    "each token x4": {"repeat": 4},
+    "neighbours mixed 0.5": {"mix": 0.5},
+    "gain x3": {"gain": 3.0},
+    "gain x0.3": {"gain": 0.3},
+    "noise 0.3 rms": {"noise": 0.3},
+}
+
+
+@torch.no_grad()
+def answer_pseudo_speech(
+    llm: PreTrainedModel,
+    formatter: ChatFormatter,
+    conversations: list[list[dict]],
+    variant: dict[str, float],
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+) -> list[str]:
+    """Greedy answers with every sentence of the prompts given as `fixed_plan(**variant)` pseudo-speech."""
+    embedding, tokenizer, audio_id = llm.get_input_embeddings(), formatter.tokenizer, formatter.audio_token_id
+    generator = torch.Generator().manual_seed(0)
+    answers: list[str] = []
+    for start in range(0, len(conversations), batch_size):
+        encoded, plans = [], []
+        for turns in conversations[start : start + batch_size]:
+            dialog, sentences = encode_with_sentences(formatter, turns, all_prompts(), add_generation_prompt=True)
+            encoded.append(dialog.input_ids)
+            plans += [fixed_plan(tokens, **variant) for tokens in sentences]
+        width = max(len(ids) for ids in encoded)
+        ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in encoded])
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in encoded])
+        frames, lengths = plan_frames(plans, embedding, generator)
+        token_embeds = embedding(ids.masked_fill(ids == audio_id, 0))
+        spliced = splice_audio(token_embeds, ids, mask, torch.full_like(ids, -100), frames, lengths, audio_id, "left")
+        output = llm.generate(
+            inputs_embeds=spliced.inputs_embeds,
+            attention_mask=spliced.attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        answers += [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
+    return answers
+
+
+def pseudo_speech_table(
+    llm: PreTrainedModel | str | Path, per_task: int = 20, seed: int = 0, batch_size: int = 64
+) -> dict[str, dict[str, float]]:
+    """Per variant: mean accuracy over the trained tasks (trained phrasings, test sentences) and the WER of copying
+    the sentence, with every sentence given as that variant of pseudo-speech."""
+    from lit_sllm.metrics import score
+
+    if isinstance(llm, str | Path):
+        tokenizer, llm = AutoTokenizer.from_pretrained(str(llm)), AutoModelForCausalLM.from_pretrained(str(llm))
+    else:
+        raise TypeError("pseudo_speech_table reads a saved toy LLM folder (its tokenizer lives there).")
+    formatter = ChatFormatter(tokenizer)
+    llm.eval()
+    tasks = evaluation_groups(per_task, seed)["trained"]
+    copies = [
+        copy_sample(s, f"copy-{i}", random.Random(i))
+        for i, s in enumerate(generate_sentences(per_task * 2, seed, "test"))
+    ]
+    table = {}
+    for name, variant in PSEUDO_SPEECH_VARIANTS.items():
+        answers = answer_pseudo_speech(llm, formatter, [t["turns"][:-1] for t in tasks], variant, batch_size=batch_size)
+        hits: dict[str, list[bool]] = {}
+        for sample, answer in zip(tasks, answers):
+            reference = sample["turns"][-1]["parts"][0]["text"]
+            hits.setdefault(sample["task"], []).append(TASKS[sample["task"]].check(answer, reference))
+        copied = answer_pseudo_speech(llm, formatter, [c["turns"][:-1] for c in copies], variant, batch_size=batch_size)
+        references = [c["turns"][-1]["parts"][0]["text"] for c in copies]
+        table[name] = {
+            "task_accuracy": round(sum(sum(h) / len(h) for h in hits.values()) / len(hits), 4),
+            "copy_wer": round(score("wer", copied, references)["wer"], 4),
+        }
+    return table

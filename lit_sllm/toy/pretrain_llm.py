@@ -1,9 +1,12 @@
 """Pre-trains the toy LLM: a tiny Llama that learns the toy text tasks from chat-formatted samples.
 
 Samples are encoded with the suite's own `ChatFormatter`, so the LLM learns exactly the format the recipes feed it
-later, with loss on assistant tokens only. A plain PyTorch loop is enough for a build tool; the run is deterministic
-for a seed on a fixed number of CPU threads. The result is saved with `save_pretrained` and loads with
-`from_pretrained(path)` like any hub model.
+later, with loss on assistant tokens only. Every sentence in a user turn is read as pseudo-speech
+(`lit_sllm.toy.pseudo_speech`: its token embeddings repeated, mixed, rescaled and noised, spliced in as an audio
+clip), and a share of samples asks the LLM to copy the sentence, so that, like a real LLM, it reads off-manifold
+inputs at a speech adapter's rate and can repeat what it reads. A plain PyTorch loop is enough for a build tool; the
+run is deterministic for a seed on a fixed number of CPU threads. The result is saved with `save_pretrained` and
+loads with `from_pretrained(path)` like any hub model.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +26,18 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from lit_sllm.data.batch import IGNORE_INDEX
 from lit_sllm.data.prompts import ChatFormatter, EncodedDialog
+from lit_sllm.models.splice import splice_audio
 from lit_sllm.threads import torch_threads
 from lit_sllm.toy.evaluate_llm import evaluate_llm
-from lit_sllm.toy.tasks import training_samples
+from lit_sllm.toy.pseudo_speech import (
+    FramePlan,
+    PseudoSpeech,
+    encode_with_sentences,
+    fixed_plan,
+    plan_frames,
+    random_plan,
+)
+from lit_sllm.toy.tasks import all_prompts, training_samples
 from lit_sllm.toy.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -49,7 +61,9 @@ class ToyLLMConfig:
         warmup_steps: linear warm-up steps.
         weight_decay: AdamW weight decay.
         chat_fraction: share of multi-turn chats among the training samples.
-        pair_fraction: share of two-question tasks among the one-exchange samples.
+        pair_fraction: share of two-question tasks among the one-exchange task samples.
+        copy_fraction: share of samples that ask for the sentence itself (`lit_sllm.toy.tasks.copy_sample`).
+        pseudo_speech: how sentences vary as pseudo-speech; None reads them as exact token embeddings.
         threads: CPU threads of the model (`torch.set_num_threads`) while training; fixed so runs repeat exactly.
             One thread plus one data worker uses two cores well; two model threads were 13x slower than one on a
             two-core machine that other jobs shared (their threads wait on each other).
@@ -69,6 +83,8 @@ class ToyLLMConfig:
     weight_decay: float = 0.01
     chat_fraction: float = 0.25
     pair_fraction: float = 0.35
+    copy_fraction: float = 0.15
+    pseudo_speech: PseudoSpeech | None = field(default_factory=PseudoSpeech)
     threads: int = 1
     data_worker: bool = True
     log_every: int = 100
@@ -97,31 +113,68 @@ def build_model(tokenizer: PreTrainedTokenizerBase, config: ToyLLMConfig, seed: 
     return model
 
 
-def collate(encoded: list[EncodedDialog], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids, attention_mask and labels, each (B, L)."""
+@dataclass
+class PlannedSample:
+    """One training sample: chat tokens with a placeholder per sentence, and each sentence's frame plan."""
+
+    encoded: EncodedDialog
+    plans: list[FramePlan]
+
+    @property
+    def length(self) -> int:
+        return len(self.encoded.input_ids) - len(self.plans) + sum(len(plan) for plan in self.plans)
+
+
+def collate(samples: list[PlannedSample], pad_id: int) -> dict[str, Any]:
+    """Right-padded input_ids, attention_mask and labels, each (B, L), and the sentences' plans in order."""
+    encoded = [sample.encoded for sample in samples]
     width = max(len(e.input_ids) for e in encoded)
     return {
         "input_ids": torch.tensor([e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in encoded]),
         "attention_mask": torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in encoded]),
         "labels": torch.tensor([e.labels + [IGNORE_INDEX] * (width - len(e.labels)) for e in encoded]),
+        "plans": [plan for sample in samples for plan in sample.plans],
     }
 
 
-def training_batches(formatter: ChatFormatter, config: ToyLLMConfig, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+def plan_sample(formatter: ChatFormatter, sample: dict, rng: random.Random, config: ToyLLMConfig) -> PlannedSample:
+    """A sample encoded with its sentences as pseudo-speech drawn from `config.pseudo_speech`."""
+    encoded, sentences = encode_with_sentences(formatter, sample["turns"], _PROMPTS)
+    spec = config.pseudo_speech
+    plans = [random_plan(tokens, rng, spec) if spec else fixed_plan(tokens) for tokens in sentences]
+    return PlannedSample(encoded, plans)
+
+
+_PROMPTS = all_prompts()
+
+
+def training_batches(formatter: ChatFormatter, config: ToyLLMConfig, seed: int) -> Iterator[dict[str, Any]]:
     """Endless batches of samples of similar length (little padding), in a seeded random order."""
-    samples = training_samples(seed, config.chat_fraction, config.pair_fraction)
+    samples = training_samples(seed, config.chat_fraction, config.pair_fraction, config.copy_fraction)
     rng = random.Random(f"toy-batches/{seed}")
     size = config.batch_size
     while True:
-        pool = [formatter.encode(sample["turns"]) for sample in itertools.islice(samples, size * POOL_BATCHES)]
-        too_long = [len(e.input_ids) for e in pool if len(e.input_ids) > config.max_positions]
+        pool = [
+            plan_sample(formatter, sample, rng, config) for sample in itertools.islice(samples, size * POOL_BATCHES)
+        ]
+        too_long = [p.length for p in pool if p.length > config.max_positions]
         if too_long:
-            raise ValueError(f"Toy samples of {too_long} tokens exceed max_positions={config.max_positions}.")
-        pool.sort(key=lambda e: len(e.input_ids))
+            raise ValueError(f"Toy samples of {too_long} positions exceed max_positions={config.max_positions}.")
+        pool.sort(key=lambda p: p.length)
         batches = [pool[start : start + size] for start in range(0, len(pool), size)]
         rng.shuffle(batches)
         for batch in batches:
             yield collate(batch, formatter.tokenizer.pad_token_id)
+
+
+def pseudo_speech_loss(model: LlamaForCausalLM, batch: dict[str, Any], audio_id: int, generator: torch.Generator):
+    """The LM loss of one batch with its sentences spliced in as pseudo-speech frames."""
+    embedding = model.get_input_embeddings()
+    ids = batch["input_ids"]
+    token_embeds = embedding(ids.masked_fill(ids == audio_id, 0))  # (B, L, H)
+    frames, lengths = plan_frames(batch["plans"], embedding, generator)  # (N, T, H), (N,)
+    spliced = splice_audio(token_embeds, ids, batch["attention_mask"], batch["labels"], frames, lengths, audio_id)
+    return model(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, labels=spliced.labels).loss
 
 
 class _BatchStream(torch.utils.data.IterableDataset):
@@ -130,7 +183,7 @@ class _BatchStream(torch.utils.data.IterableDataset):
     def __init__(self, formatter: ChatFormatter, config: ToyLLMConfig, seed: int) -> None:
         self.formatter, self.config, self.seed = formatter, config, seed
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         return training_batches(self.formatter, self.config, self.seed)
 
 
@@ -157,8 +210,10 @@ def _train(model: LlamaForCausalLM, formatter: ChatFormatter, config: ToyLLMConf
     batches = torch.utils.data.DataLoader(
         _BatchStream(formatter, config, seed), batch_size=None, num_workers=int(config.data_worker)
     )
+    generator = torch.Generator().manual_seed(seed)
+    audio_id = formatter.audio_token_id
     for step, batch in enumerate(itertools.islice(batches, config.steps)):
-        loss = model(**batch).loss
+        loss = pseudo_speech_loss(model, batch, audio_id, generator)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -26,6 +26,10 @@ from lit_sllm.toy.language import VERBS, Sentence, second_language, sentence_str
 # Speech-only instructions (ASR); they are not text tasks, but the toy tokenizer must know their words.
 ASR_PROMPTS = ("transcribe the audio.", "write down what is said.", "what does the speaker say?")
 
+# Copying a sentence: the toy LLM learns it in pre-training (with the sentence as pseudo-speech), as a real LLM can
+# repeat what it reads, so that ASR through the frozen LLM is reachable. Not an MTBI benchmark task.
+COPY_PROMPTS = (*ASR_PROMPTS, "repeat the sentence.", "say the sentence again.", "repeat after me.")
+
 QUESTIONS = ("colour", "count", "place", "agent", "action", "continuation", "keywords")  # the tasks that pair up
 HELD_OUT_PAIRS = (("keywords", "colour"), ("place", "action"), ("continuation", "count"))
 BENCHMARK_PAIRS = (("colour", "keywords"), ("action", "place"), ("count", "continuation"))  # trained mirrors
@@ -274,21 +278,43 @@ def chat_sample(sentences: Iterator[Sentence], key: str, rng: random.Random) -> 
     return {"key": key, "task": "chat", "turns": turns}
 
 
-def training_samples(seed: int, chat_fraction: float = 0.25, pair_fraction: float = 0.35) -> Iterator[dict]:
+def copy_sample(sentence: Sentence, key: str, rng: random.Random) -> dict:
+    """user [prompt, sentence] or [sentence, prompt] -> the sentence (the orders of MTBI's and the ASR sets' turns)."""
+    parts = [{"text": rng.choice(COPY_PROMPTS)}, {"text": sentence.text}]
+    if rng.random() < 0.5:
+        parts.reverse()
+    turns = [{"role": "user", "parts": parts}, {"role": "assistant", "parts": [{"text": sentence.text}]}]
+    return {"key": key, "task": "copy", "turns": turns}
+
+
+def all_prompts() -> frozenset[str]:
+    """Every prompt text any sample uses (task phrasings, held out too, and copy prompts): the user text parts that
+    are not sentences."""
+    return frozenset(p for task in TASKS.values() for p in task.phrasings + task.held_out_phrasings) | set(COPY_PROMPTS)
+
+
+def training_samples(
+    seed: int, chat_fraction: float = 0.25, pair_fraction: float = 0.35, copy_fraction: float = 0.0
+) -> Iterator[dict]:
     """Endless LLM training samples: "train"-split sentences, trained tasks and trained phrasings only.
 
     Args:
         seed: picks sentences, tasks and phrasings.
         chat_fraction: share of multi-turn chats.
-        pair_fraction: share of trained pair tasks among the one-exchange samples (the rest are single tasks).
+        pair_fraction: share of trained pair tasks among the one-exchange task samples (the rest are single tasks).
+        copy_fraction: share of copy samples (`copy_sample`).
     """
     rng = random.Random(f"toy-training/{seed}")
     sentences = sentence_stream(seed, "train")
     singles, pairs = single_tasks(), trained_pairs()
     for index in itertools.count():
         key = f"toy-text-{seed}-{index:08d}"
-        if rng.random() < chat_fraction:
+        draw = rng.random()
+        if draw < chat_fraction:
             yield chat_sample(sentences, key, rng)
+            continue
+        if draw < chat_fraction + copy_fraction:
+            yield copy_sample(next(sentences), key, rng)
             continue
         task = rng.choice(pairs if rng.random() < pair_fraction else singles)
         yield task_sample(task, next(sentences), key, rng.choice(task.phrasings))

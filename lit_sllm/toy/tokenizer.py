@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerFast
 
 from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN, FALLBACK_CHAT_TEMPLATE
 from lit_sllm.toy.language import english_words, second_language
-from lit_sllm.toy.tasks import ASR_PROMPTS, single_tasks, training_samples
+from lit_sllm.toy.tasks import COPY_PROMPTS, single_tasks, training_samples
 
 PAD, UNK, BOS, EOS, END = "<|pad|>", "<|unk|>", "<|bos|>", "<|eos|>", "<|end|>"
 SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, "<|user|>", "<|assistant|>", "<|system|>", END, DEFAULT_AUDIO_TOKEN)
@@ -27,7 +27,7 @@ def corpus(seed: int, samples: int = 2000) -> Iterator[str]:
     """The text the tokenizer learns from: every word of both languages, every prompt, and sample texts."""
     yield " ".join(english_words())
     yield " ".join(second_language().vocabulary.values())
-    yield from ASR_PROMPTS
+    yield from COPY_PROMPTS
     for task in single_tasks():
         yield from task.phrasings + task.held_out_phrasings
     for sample in itertools.islice(training_samples(seed), samples):
