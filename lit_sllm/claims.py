@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import re
 import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,28 +127,76 @@ def _cell(mean: float, std: float) -> str:
     return "missing" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
 
 
-def verdicts(vtb: Scores, mtbi: Scores) -> dict[str, bool | None]:
-    """Each claim as measured: True holds, False does not, None when a recipe is missing."""
+@dataclass(frozen=True)
+class Claim:
+    """A paper's claim as a comparison of two recipes on one column: `better` beats `than` on it."""
 
-    def mean(scores: Scores, recipe: str, column: str) -> float | None:
-        return mean_std(scores[recipe][column])[0] if recipe in scores else None
+    name: str
+    table: str  # "vtb" or "mtbi"
+    column: str
+    better: str
+    than: str
+    higher_is_better: bool = True
 
-    def greater(a: float | None, b: float | None) -> bool | None:
-        return None if a is None or b is None or math.isnan(a) or math.isnan(b) else a > b
 
-    joint, speech = (mean(vtb, r, "text accuracy drop") for r in VTB_RECIPES)
-    return {
-        "joint SFT forgets less text skill than speech-only SFT": greater(speech, joint),
-        "MTBI beats ASR-only on prompt generalisation": greater(
-            mean(mtbi, "mtbi", "unseen prompt: accuracy"), mean(mtbi, "asr_only", "unseen prompt: accuracy")
-        ),
-        "MTBI beats ASR-only on task generalisation": greater(
-            mean(mtbi, "mtbi", "unseen task: accuracy"), mean(mtbi, "asr_only", "unseen task: accuracy")
-        ),
-        "interleaving helps (unseen task accuracy)": greater(
-            mean(mtbi, "mtbi", "unseen task: accuracy"), mean(mtbi, "mtbi_no_interleave", "unseen task: accuracy")
-        ),
-    }
+CLAIMS = (
+    Claim("joint SFT forgets less text skill than speech-only SFT", "vtb", "text accuracy drop", "joint_sft",
+          "speech_only_sft", higher_is_better=False),
+    Claim("MTBI beats ASR-only on unseen prompts", "mtbi", "unseen prompt: accuracy", "mtbi", "asr_only"),
+    Claim("MTBI beats ASR-only on unseen tasks", "mtbi", "unseen task: accuracy", "mtbi", "asr_only"),
+    Claim("interleaving helps (unseen task accuracy)", "mtbi", "unseen task: accuracy", "mtbi", "mtbi_no_interleave"),
+)  # fmt: skip
+MATCHED_QUALITY_COLUMN = "ASR WER"  # the forgetting claim holds "at matched speech quality"
+
+
+def bootstrap_interval(
+    a: list[float], b: list[float], level: float = 0.95, rounds: int = 10000, seed: int = 0
+) -> tuple[float, float, float]:
+    """mean(a) - mean(b) and its percentile bootstrap interval (each group resampled with replacement)."""
+    rng = random.Random(seed)
+    draws = sorted(
+        statistics.fmean(rng.choices(a, k=len(a))) - statistics.fmean(rng.choices(b, k=len(b))) for _ in range(rounds)
+    )
+    tail = (1 - level) / 2
+    low, high = draws[int(tail * rounds)], draws[min(rounds - 1, int((1 - tail) * rounds))]
+    return statistics.fmean(a) - statistics.fmean(b), low, high
+
+
+def judge(claim: Claim, scores: Scores) -> dict[str, Any]:
+    """The claim's difference (in its favour: positive supports it), 95 % bootstrap interval and verdict:
+    "reproduced" when the interval lies above 0, "not reproduced" otherwise, "not measurable" (with why) when a
+    recipe is missing, has fewer than 2 seeds, or both recipes score one constant on every seed."""
+    rows = [scores.get(claim.better, {}).get(claim.column), scores.get(claim.than, {}).get(claim.column)]
+    missing = [recipe for recipe, row in zip((claim.better, claim.than), rows) if not row or any(map(math.isnan, row))]
+    if missing:
+        return {"verdict": "not measurable", "why": f"no complete runs of {', '.join(missing)}"}
+    better, than = rows
+    if min(len(better), len(than)) < 2:
+        return {"verdict": "not measurable", "why": "fewer than 2 seeds: no interval"}
+    if len(set(better) | set(than)) == 1:
+        return {"verdict": "not measurable", "why": f"both recipes score {better[0]:g} on every seed"}
+    sign = 1.0 if claim.higher_is_better else -1.0
+    difference, low, high = bootstrap_interval([sign * v for v in better], [sign * v for v in than])
+    verdict = "reproduced" if low > 0 else "not reproduced"
+    why = f"difference {difference:+.3f}, 95% interval [{low:+.3f}, {high:+.3f}] over {len(better)}+{len(than)} seeds"
+    return {"verdict": verdict, "why": why, "difference": difference, "interval": [low, high]}
+
+
+def matched_quality(vtb: Scores) -> dict[str, Any] | None:
+    """The ASR WER difference of the two VoiceTextBlender recipes: "matched" when its interval contains 0."""
+    a, b = (vtb.get(recipe, {}).get(MATCHED_QUALITY_COLUMN) for recipe in VTB_RECIPES)
+    if not a or not b or any(math.isnan(v) for v in a + b) or min(len(a), len(b)) < 2:
+        return None
+    difference, low, high = bootstrap_interval(a, b)
+    return {"difference": difference, "interval": [low, high], "matched": low <= 0 <= high}
+
+
+def verdicts(vtb: Scores, mtbi: Scores) -> dict[str, dict[str, Any]]:
+    """Every claim judged (`judge`); the forgetting claim also says whether speech quality matched."""
+    tables = {"vtb": vtb, "mtbi": mtbi}
+    judged = {claim.name: judge(claim, tables[claim.table]) for claim in CLAIMS}
+    judged[CLAIMS[0].name]["matched_speech_quality"] = matched_quality(vtb)
+    return judged
 
 
 def report(root: str | Path) -> dict[str, Any]:
@@ -173,8 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     (root / "claims.json").write_text(json.dumps(result, indent=2) + "\n")
     print("VoiceTextBlender: joint SFT vs speech-only SFT\n\n" + result["vtb_table"])
     print("\nMTBI: generalisation benchmark\n\n" + result["mtbi_table"] + "\n")
-    for claim, holds in result["verdicts"].items():
-        print(f"- {claim}: {'holds' if holds else 'does not hold' if holds is False else 'not measured'}")
+    for claim, judged in result["verdicts"].items():
+        print(f"- {claim}: {judged['verdict']} ({judged['why']})")
+        quality = judged.get("matched_speech_quality")
+        if quality:
+            low, high = quality["interval"]
+            state = "matched" if quality["matched"] else "NOT matched"
+            print(
+                f"  speech quality {state}: ASR WER difference {quality['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+            )
     return 0
 
 
