@@ -181,12 +181,13 @@ def test_export_refuses_a_checkpoint_naming_a_class_outside_the_recipes(tmp_path
     ],
 )
 def test_common_mistakes_end_in_a_short_message_naming_the_key(override, expected, tmp_path):
-    config = Path("experiments/toy/mtbi.yaml")
+    (tmp_path / "data_shards").symlink_to(Path("data_shards").resolve())  # run folders land in tmp, not the repo
+    config = Path("experiments/toy/mtbi.yaml").resolve()
     if not override[0].startswith("--"):  # a YAML edit rather than a command-line override
         config = tmp_path / "edited.yaml"
         config.write_text(Path("experiments/toy/mtbi.yaml").read_text().replace(*override))
         override = []
-    done = cli("fit", "--config", str(config), "--trainer.max_steps", "1", *override)
+    done = cli("fit", "--config", str(config), "--trainer.max_steps", "1", *override, cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-3000:]
     message = done.stderr.strip().splitlines()[-1]
     assert message.startswith("lit-sllm fit: ") and expected in message

@@ -150,13 +150,15 @@ def test_miniature_world_builds_end_to_end(tmp_path):
     encoder = ToyEncoderConfig(d_model=32, layers=1, heads=2, ffn_dim=64, steps=2, batch_size=2, eval_utterances=2)
     report = build_world(out, 0, TINY, llm, encoder, voices=VOICES[:1], eval_per_task=1)
     expected = {f"{name}/{split}" for name in ("asr", "st", "sqa", "dialog") for split in ("train", "val", "test")}
-    expected |= {"text/train", "text_eval/val", "mtbi/train", "mtbi/val"}
+    expected |= {"text/train", "text_eval/val"}
     assert set(report["sets"]) == expected
     for name in expected:
         assert inspect_shards(str(out / name))["skipped"] == {}, name
-    assert report["sets"]["mtbi/train"]["samples"] == 4
-    mtbi = _first_sample(out / "mtbi" / "train")
-    assert set(mtbi.responses) == {task.name for task in TaskSet.load(out / "tasks.yaml").seen}
+    assert report["sets"]["asr/train"]["samples"] == 4 and not (out / "mtbi").exists()
+    labelled = _first_sample(out / "asr" / "train")  # MTBI's teacher answers ride on the ASR samples
+    assert set(labelled.responses) == {task.name for task in TaskSet.load(out / "tasks.yaml").seen}
+    assert labelled.turns[-1]["parts"][0]["text"] == labelled.transcript  # still an ASR sample
+    assert set(report["pseudo_speech"]) >= {"exact", "each token x3"}
     assert AutoModelForCausalLM.from_pretrained(out / "models" / "llm").config.hidden_size == 32
     assert AutoModel.from_pretrained(out / "models" / "encoder").config.d_model == 32
     assert report["encoder_wer"]["samples"] == 2

@@ -17,7 +17,8 @@ DEFAULT_WORLD = "data_shards/toy"
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from lit_sllm.toy.build import build_world, format_figures
+    from lit_sllm.toy.build import build_world
+    from lit_sllm.toy.report import format_figures
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
@@ -33,7 +34,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from lit_sllm.toy.build import format_figures, measure_world
+    from lit_sllm.toy.build import measure_world
+    from lit_sllm.toy.report import format_figures
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -2,10 +2,10 @@
 
 Layout of the output folder:
 
-    asr/ st/ sqa/ dialog/ <split>/   speech sets, splits train, val and test
+    asr/ st/ sqa/ dialog/ <split>/   speech sets, splits train, val and test; asr/train and asr/val also carry
+                                     the toy LLM's teacher answers for MTBI (lit-sllm teacher, labelled in place)
     text/train/                      text-only chats (the text batches of joint SFT)
     text_eval/val/                   text-only questions on trained tasks (the forgetting callback)
-    mtbi/train/ mtbi/val/            asr/train and asr/val with the toy LLM's teacher answers
     models/llm/ models/encoder/      loaded with `from_pretrained(path)` like hub models
     tasks.yaml                       the MTBI task set of the toy tasks
     report.json README.md            measured figures and build times
@@ -21,6 +21,7 @@ import json
 import logging
 import multiprocessing
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -32,17 +33,16 @@ from lit_sllm.data.shards import Sample as ShardSample
 from lit_sllm.data.shards import ShardSetWriter
 from lit_sllm.data.teacher import TeacherSpec, label_shards
 from lit_sllm.toy.encoder import ToyEncoderConfig, ctc_wer, train_encoder
-from lit_sllm.toy.evaluate_llm import evaluate_llm
+from lit_sllm.toy.evaluate_llm import evaluate_llm, pseudo_speech_table
 from lit_sllm.toy.language import Sentence, english_words, generate_sentences, sentence_stream
 from lit_sllm.toy.pretrain_llm import ToyLLMConfig, train_llm
+from lit_sllm.toy.report import SPLITS, world_readme, world_report
 from lit_sllm.toy.speech import VOICES, ToySpeech, Utterance, Voice
 from lit_sllm.toy.tasks import (
     ASR_PROMPTS,
     QUESTIONS,
     TASKS,
     chat_sample,
-    held_out_tasks,
-    single_tasks,
     text_chats,
     text_eval_set,
     write_task_set,
@@ -50,7 +50,6 @@ from lit_sllm.toy.tasks import (
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 
 
 def _split_counts(train: int, val: int, test: int) -> Callable[[], dict[str, int]]:
@@ -71,7 +70,7 @@ class WorldSizes:
         shard_size: samples per shard file.
     """
 
-    asr: dict[str, int] = field(default_factory=_split_counts(720, 64, 64))
+    asr: dict[str, int] = field(default_factory=_split_counts(1600, 64, 64))
     st: dict[str, int] = field(default_factory=_split_counts(128, 32, 32))
     sqa: dict[str, int] = field(default_factory=_split_counts(128, 32, 32))
     dialog: dict[str, int] = field(default_factory=_split_counts(128, 32, 32))
@@ -190,9 +189,16 @@ def write_text_sets(out: Path, sizes: WorldSizes, seed: int) -> dict[str, dict]:
 
 
 def run_teacher(out: Path, seed: int) -> dict[str, dict]:
-    """Labels asr/train and asr/val with the toy LLM's answers to every seen task into mtbi/train and mtbi/val."""
+    """Labels asr/train and asr/val in place with the toy LLM's answers to every seen task (MTBI's targets), so the
+    speech is stored once for ASR and MTBI."""
     spec = TeacherSpec(str(out / "models" / "llm"), str(out / "tasks.yaml"), 64, 32, seed, "cpu")
-    return {f"mtbi/{split}": label_shards(str(out / "asr" / split), out / "mtbi" / split, spec) for split in SPLITS[:2]}
+    indexes = {}
+    for split in SPLITS[:2]:
+        folder, labelled = out / "asr" / split, out / "asr" / f"{split}.labelled"
+        indexes[f"asr/{split}"] = label_shards(str(folder), labelled, spec)
+        shutil.rmtree(folder)
+        labelled.rename(folder)
+    return indexes
 
 
 def measure_world(world: str | Path, seed: int = 0, per_task: int = 50) -> dict[str, Any]:
@@ -205,12 +211,9 @@ def measure_world(world: str | Path, seed: int = 0, per_task: int = 50) -> dict[
         )
     return {
         "llm_accuracy": evaluate_llm(world / "models" / "llm", per_task=per_task, seed=seed),
+        "pseudo_speech": pseudo_speech_table(world / "models" / "llm", per_task=max(per_task // 5, 4), seed=seed),
         "encoder_wer": ctc_wer(world / "models" / "encoder", str(world / "asr" / "test")),
     }
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
 class StageClock:
@@ -292,115 +295,3 @@ def build_world(
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "README.md").write_text(world_readme(report))
     return report
-
-
-def _set_order(name: str) -> tuple[str, int]:
-    """ "asr/train" -> ("asr", 0): sets by name, splits in train, val, test order."""
-    set_name, split = name.split("/")
-    return set_name, SPLITS.index(split)
-
-
-def world_report(
-    out: Path, seed: int, sets: dict[str, dict], models: dict[str, dict], figures: dict, clock: StageClock
-) -> dict[str, Any]:
-    """The report of a build: what each set and model holds, what was measured, how long each stage took."""
-    set_rows = {
-        name: {"samples": index["samples"], "hours": round(index["hours"], 4), "bytes": folder_bytes(out / name)}
-        for name, index in sorted(sets.items(), key=lambda item: _set_order(item[0]))
-    }
-    for name, model in models.items():
-        model["bytes"] = folder_bytes(out / "models" / name)
-    return {
-        "seed": seed,
-        "sets": set_rows,
-        "models": models,
-        "llm_accuracy": figures["llm_accuracy"],
-        "encoder_wer": figures["encoder_wer"],
-        "seconds": clock.seconds | {"total": round(sum(clock.seconds.values()), 1)},
-        "cpu_seconds": clock.cpu_seconds | {"total": round(sum(clock.cpu_seconds.values()), 1)},
-        "total_bytes": folder_bytes(out),
-    }
-
-
-SET_DESCRIPTIONS = {
-    "asr": "user [speech, ASR prompt] -> transcript",
-    "st": "user [speech, translation prompt] -> the sentence in tova",
-    "sqa": "user [speech, question of a trained task] -> answer (`toy_task` names the task)",
-    "dialog": "2-3 exchanges; the first sentence is speech, later sentences and prompts are text",
-    "text": "text-only chats of 2-3 exchanges over trained tasks (joint SFT text batches)",
-    "text_eval": "text-only questions on trained tasks, task = toy task (forgetting callback)",
-    "mtbi": "asr with the toy LLM's answers to every seen task in `responses` (lit-sllm teacher)",
-}
-
-
-def format_figures(figures: dict[str, Any]) -> str:
-    """The LLM's accuracy per group and task, and the encoder's WER, as aligned text lines."""
-    lines = ["toy LLM accuracy (greedy answers to test sentences):"]
-    for group, result in figures["llm_accuracy"].items():
-        lines.append(f"  {group:<28}{result['mean']:>8.1%}")
-        lines += [f"    {task:<26}{value:>8.1%}" for task, value in result["tasks"].items()]
-    wer = figures["encoder_wer"]
-    lines.append(f"toy encoder greedy CTC WER on asr/test ({wer['samples']} utterances): {wer['wer']:.2%}")
-    return "\n".join(lines)
-
-
-def world_readme(report: dict[str, Any]) -> str:
-    """The world's README: what it is, its sets and models with sizes, its figures and build times."""
-    rows = [
-        f"| {name} | {row['samples']} | {row['hours'] * 60:.1f} | {row['bytes'] / 1e6:.2f} | "
-        f"{SET_DESCRIPTIONS[name.split('/')[0]]} |"
-        for name, row in report["sets"].items()
-    ]
-    models = report["models"]
-    cpu = report["cpu_seconds"]
-    stages = [f"| {stage} | {seconds:.0f} | {cpu[stage]:.0f} |" for stage, seconds in report["seconds"].items()]
-    voices = ", ".join(f"{v['name']} ({v['rate']} wpm, pitch {v['pitch']})" for v in report["voices"])
-    return f"""# The toy world
-
-A complete, tiny world for trying the whole suite on a CPU in minutes, with results that can be checked exactly.
-Built by `lit-sllm toy build --seed {report["seed"]}` in {report["seconds"]["total"] / 60:.1f} min; rebuild it with
-the same command, and re-measure the figures below with `lit-sllm toy report`. Total size
-{report["total_bytes"] / 1e6:.1f} MB.
-
-## Language and tasks
-
-Every sentence follows `AGENT VERB THING [and THING] [PREP the PLACE]`, e.g. "the big cat finds two blue balls in
-the garden" (`lit_sllm/toy/language.py`); a sentence's split (train/val/test) is fixed by its text. Tova, the second
-language, is word for word with its own word order. Text tasks (`lit_sllm/toy/tasks.py`; the MTBI task set is
-`tasks.yaml`) have answers computed from the sentence alone, so every answer can be checked: single questions
-({", ".join(task.name for task in single_tasks())}) and pairs of questions asked at once. The pairs
-{", ".join(task.name for task in held_out_tasks())} are never trained, and every task has phrasings that are never
-trained.
-
-## Speech
-
-espeak-ng speaks every word once per voice ({voices}); utterances join the cached words with random pauses, tempo
-(0.9-1.1x), word gains, level and light white noise, so word times (`words`) are exact. Clips are 16 kHz 8-bit FLAC
-(about 6 kB/s).
-
-## Sets
-
-| set/split | samples | minutes | MB | content |
-|---|---|---|---|---|
-{chr(10).join(rows)}
-
-## Models
-
-- `models/llm`: a tiny Llama ({models["llm"]["parameters"]:,} parameters) and its word-level tokenizer, pre-trained on
-  the trained tasks; `AutoModelForCausalLM.from_pretrained("models/llm")`. {models["llm"]["bytes"] / 1e6:.1f} MB.
-- `models/encoder`: a tiny Whisper ({models["encoder"]["parameters"]:,} encoder parameters, a one-layer decoder only so
-  it loads like any Whisper) pre-trained with CTC over characters; `HFSpeechEncoder("models/encoder")`. The CTC
-  head and its characters are `ctc_head.safetensors` and `ctc_vocab.json`. {models["encoder"]["bytes"] / 1e6:.1f} MB.
-
-## Figures
-
-```
-{format_figures(report)}
-```
-
-## Build times (2 CPU threads)
-
-| stage | wall s | CPU s |
-|---|---|---|
-{chr(10).join(stages)}
-"""

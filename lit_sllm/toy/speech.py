@@ -42,11 +42,15 @@ class Voice:
     pitch: int
 
 
-VOICES = (
+VOICES = (  # eight accents, four female and four male variants, rates 230-260 wpm, pitches 35-80
     Voice("en-us", 250, 50),
     Voice("en-gb+f2", 235, 65),
     Voice("en-us+m3", 260, 35),
     Voice("en-gb-x-rp+f4", 240, 80),
+    Voice("en-gb-scotland+m1", 245, 45),
+    Voice("en-029+f3", 230, 70),
+    Voice("en-us-nyc+m5", 255, 40),
+    Voice("en-gb-x-gbclan+f1", 240, 75),
 )
 
 
