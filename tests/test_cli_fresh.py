@@ -27,7 +27,7 @@ SOURCES = {
     "lit_sllm.modules.mtbi.MTBI": """
     train:
       mtbi:
-        shards: {world}/mtbi/train
+        shards: {world}/asr/train
         batching: {{batch_size: 4}}
         transform: {{class_path: lit_sllm.data.mtbi.BehaviourImitation, init_args: {{interleave_prob: 0.5}}}}""",
 }
@@ -175,7 +175,11 @@ def test_export_refuses_a_checkpoint_naming_a_class_outside_the_recipes(tmp_path
         ),
         (["--trainer.max_stpes", "3"], "trainer.max_stpes is not a config key; did you mean trainer.max_steps"),
         (
-            ["shards: data_shards/toy/mtbi/train", "shards: /nowhere/shard-*.tar"],
+            ["teacher_view: true", "teacher_view: false"],
+            "model.init_args.kd_weight is 1.0 but data.train.mtbi.transform gives no teacher view",
+        ),
+        (
+            ["shards: data_shards/toy/asr/train", "shards: /nowhere/shard-*.tar"],
             "data.train.mtbi.shards: No shards match",
         ),
     ],

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The papers' claims on the toy world, in one command (README "The papers' claims"):
 #   bash experiments/toy/claims.sh
-# Trains every recipe with every seed into runs/toy/claims/<recipe>-s<seed>/, scores the joint SFT runs on the
-# test sets, then prints the tables (also written to runs/toy/claims/claims.json); notebooks/claims.ipynb plots them.
+# Trains every recipe with every seed into runs/toy/claims/<recipe>-s<seed>/, scores every run on its test sets
+# (`lit-sllm test`), then prints the tables (also written to runs/toy/claims/claims.json);
+# notebooks/claims.ipynb plots them.
 # Finished runs are skipped, so an interrupted sweep resumes where it stopped.
 #   SEEDS="0 1 2"            seeds of every recipe
 #   JOBS=2                   runs at once; each gets 2/JOBS CPU threads
@@ -25,10 +26,8 @@ run_one() {  # recipe seed
   # shellcheck disable=SC2086
   $LIT_SLLM fit --config "experiments/toy/$1.yaml" --seed_everything "$2" --trainer.enable_progress_bar false \
     ${FIT_ARGS:-} > "runs/toy/$ROOT/$1-s$2.log" 2>&1
-  if [[ "$1" == joint_sft || "$1" == speech_only_sft ]]; then
-    $LIT_SLLM test --config "experiments/toy/$1.yaml" --seed_everything "$2" --trainer.enable_progress_bar false \
-      --ckpt_path "$dir/checkpoints/last.ckpt" >> "runs/toy/$ROOT/$1-s$2.log" 2>&1
-  fi
+  $LIT_SLLM test --config "experiments/toy/$1.yaml" --seed_everything "$2" --trainer.enable_progress_bar false \
+    --ckpt_path "$dir/checkpoints/last.ckpt" >> "runs/toy/$ROOT/$1-s$2.log" 2>&1
   touch "$dir/done"
 }
 export -f run_one

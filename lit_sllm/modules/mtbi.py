@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lit_sllm.config_errors import ConfigError
 from lit_sllm.data.batch import IGNORE_INDEX, Batch
 from lit_sllm.models.freezing import Trainable
 from lit_sllm.models.splice import Spliced
@@ -65,10 +66,29 @@ class MTBI(SpeechLLMModule):
         weights = torch.tensor([self.asr_weight if t == "asr" else 1.0 for t in batch.tasks], device=logits.device)
         ce = (loss_sum * weights).sum() / (count * weights).sum().clamp(min=1)
         terms = {"loss": ce, "ce": ce}
-        if self.kd_weight > 0 and "teacher" in batch.extras:
+        has_teacher = "teacher" in batch.extras
+        if self.kd_weight > 0 and batch.num_target_tokens() and (self.training or has_teacher):
+            if not has_teacher:  # training without the view: the KD term would silently not take effect
+                raise ConfigError(
+                    f"model.init_args.kd_weight is {self.kd_weight} but a batch from '{batch.source}' has no teacher "
+                    f"view; set data.<split>.{batch.source}.transform.init_args.teacher_view: true, or kd_weight: 0."
+                )
             kd = distillation_kl(answer_logits(logits, inputs.labels), self.teacher_logits(batch), self.kd_temperature)
             terms |= {"kd": kd, "loss": ce + self.kd_weight * kd}
         return terms
+
+    def on_fit_start(self) -> None:
+        """KD needs a teacher view on every training source: checked before the first step."""
+        super().on_fit_start()
+        specs = getattr(getattr(self.trainer, "datamodule", None), "train_specs", {})
+        if self.kd_weight > 0:
+            for name, spec in specs.items():
+                if not getattr(spec.transform, "teacher_view", False):
+                    raise ConfigError(
+                        f"model.init_args.kd_weight is {self.kd_weight} but data.train.{name}.transform gives no "
+                        f"teacher view, so the KD term could not take effect; set data.train.{name}.transform."
+                        "init_args.teacher_view: true (BehaviourImitation), or kd_weight: 0."
+                    )
 
     @torch.no_grad()
     def teacher_logits(self, batch: Batch) -> Tensor:

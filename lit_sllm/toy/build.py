@@ -51,7 +51,6 @@ from lit_sllm.toy.tasks import (
 log = logging.getLogger(__name__)
 
 
-
 def _split_counts(train: int, val: int, test: int) -> Callable[[], dict[str, int]]:
     return lambda: {"train": train, "val": val, "test": test}
 
