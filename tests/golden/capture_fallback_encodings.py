@@ -1,6 +1,7 @@
-"""Captured tests/golden/fallback_encodings.json with the prefix-by-prefix ChatFormatter (commit 2634765), run from the
-repository root: the toy tokenizer of that commit (copied to tests/golden/toy_tokenizer) and 24 toy conversations.
-Kept to show how the golden file was made; the test compares against the file, not against this script."""
+"""Captured tests/golden/fallback_encodings.json with the prefix-by-prefix ChatFormatter of commit 2634765 (its
+`lit_sllm` first on the path, run with the repository root as working directory): the toy tokenizer of that commit
+(copied to tests/golden/toy_tokenizer) and 24 toy conversations. Kept to show how the golden file was made; the test
+compares against the file, not against this script."""
 
 import glob
 import itertools
@@ -33,6 +34,13 @@ def main() -> None:
             row[train_on] = {"input_ids": encoded.input_ids, "labels": encoded.labels, "audio_refs": encoded.audio_refs}
         prompt, reference = formatter.encode_prompt(turns)
         row["prompt"] = {"input_ids": prompt.input_ids, "audio_refs": prompt.audio_refs, "reference": reference}
+        history = turns[:-1] if turns[-1]["role"] == "assistant" else turns
+        encoded = formatter.encode(history, add_generation_prompt=True)
+        row["history_prompt"] = {
+            "input_ids": encoded.input_ids,
+            "labels": encoded.labels,
+            "audio_refs": encoded.audio_refs,
+        }
         rows.append(row)
     Path("tests/golden/fallback_encodings.json").write_text(json.dumps(rows))
 
