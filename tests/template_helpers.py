@@ -86,7 +86,7 @@ def special_tokens_of(tokenizer: PreTrainedTokenizerFast) -> set[str]:
 def template_tokenizer(template: str) -> PreTrainedTokenizerFast:
     """A fast byte-level tokenizer carrying `template` and its special tokens."""
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_base_tokenizer()), bos_token=BOS, eos_token=EOS
+        tokenizer_object=Tokenizer.from_str(_base_tokenizer()), bos_token=BOS, eos_token=EOS, pad_token=EOS
     )
     tokenizer.chat_template = template
     tokenizer.add_special_tokens({"additional_special_tokens": sorted(special_tokens_of(tokenizer))})
