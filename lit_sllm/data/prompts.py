@@ -13,8 +13,11 @@ generation prompt that is not a prefix of the rendered turn).
 - "Thinking" templates are trained on what they render: Qwen3 writes an empty `<think>\\n\\n</think>\\n\\n` before
   the last answer, and that block is part of the (untrained) header, so the model learns to answer without
   reasoning. Template options such as `enable_thinking: false` pass through `llm.chat_template_kwargs`.
-- A template that writes nothing after the final answer (GLM) gets the end-of-turn token it writes after earlier
-  answers, so the model still learns to stop.
+- A template that writes nothing after the final answer gets the end-of-turn token it writes after earlier answers
+  (GLM: `<|user|>`), or the tokenizer's EOS where it writes none at all (plain-text `User:`/`Assistant:` formats,
+  whose earlier answers then carry no end token), so the model still learns to stop.
+- An answer the template rewrites (e.g. Qwen3 splitting `<think>...</think>` out of an answer's text) cannot be
+  located: that conversation raises `LabelError`; templates that rewrite every answer are refused at start.
 - A prompt for generation is the same rendering cut where the scored answer begins, so training and evaluation
   read the same header (Qwen3's empty think block included).
 
