@@ -20,7 +20,7 @@ from lit_sllm.run_summary import summary_lines
 
 
 class SaveConfigWithGit(SaveConfigCallback):
-    """Saves the resolved config and the git commit next to the checkpoints and logs."""
+    """Saves the resolved config, the git commit and the chat template used next to the checkpoints and logs."""
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         folders = {run_dir(trainer)}  # rank 0 only: no collective calls here
@@ -29,13 +29,15 @@ class SaveConfigWithGit(SaveConfigCallback):
             folders.add(Path(checkpoints.dirpath))  # only training writes beside its checkpoints
         state = git_state()
         text = self.parser.dump(self.config, skip_none=False)
+        template = pl_module.model.formatter.template  # the text itself, whatever file the config names
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "config.yaml").write_text(text)
             (folder / "git.json").write_text(json.dumps(state, indent=2))
+            (folder / "chat_template.jinja").write_text(template)
         resolved = yaml.safe_load(text)
-        for logger in trainer.loggers:  # W&B's run config gets the resolved config and the commit
-            logger.log_hyperparams({"config": resolved, "git": state})
+        for logger in trainer.loggers:  # W&B's run config gets the resolved config, the commit and the template
+            logger.log_hyperparams({"config": resolved, "git": state, "chat_template": template})
 
 
 def tokenizer_of(llm: Any) -> str:
@@ -43,12 +45,24 @@ def tokenizer_of(llm: Any) -> str:
     return llm.tokenizer or llm.name_or_path
 
 
+def chat_template_of(llm: Any) -> str | None:
+    return llm.chat_template
+
+
+def chat_template_kwargs_of(llm: Any) -> dict[str, Any] | None:
+    return llm.chat_template_kwargs
+
+
 class LitSLLMCLI(LightningCLI):
     """LightningCLI with the suite's defaults: omegaconf interpolation, any recipe by class_path, and the data's
-    tokenizer taken from the model's LLM so the two can never disagree."""
+    tokenizer and chat template taken from the model's LLM so the two can never disagree."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.init_args.llm", "data.init_args.tokenizer", compute_fn=tokenizer_of)
+        parser.link_arguments("model.init_args.llm", "data.init_args.chat_template", compute_fn=chat_template_of)
+        parser.link_arguments(
+            "model.init_args.llm", "data.init_args.chat_template_kwargs", compute_fn=chat_template_kwargs_of
+        )
         parser.link_arguments("model.init_args.audio_token", "data.init_args.audio_token")
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:

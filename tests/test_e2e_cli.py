@@ -11,14 +11,18 @@ import yaml
 from data_helpers import speech_set, text_set
 
 from lit_sllm.cli import main
+from lit_sllm.data.chat_template import FALLBACK_CHAT_TEMPLATE
 from lit_sllm.models.freezing import component_of
+
+# The fallback behind a system line that reads a template kwarg, so the run shows the template and its kwargs arrive
+CHAT_TEMPLATE = "{% if greeting is defined %}<|system|>\n{{ greeting }}<|end|>\n{% endif %}" + FALLBACK_CHAT_TEMPLATE
 
 CONFIG = """
 seed_everything: 0
 model:
   class_path: lit_sllm.modules.joint_sft.JointSFT
   init_args:
-    llm: {{name_or_path: {llm}}}
+    llm: {{name_or_path: {llm}, chat_template: {template}, chat_template_kwargs: {{greeting: hello}}}}
     encoder:
       class_path: lit_sllm.models.encoders.HFSpeechEncoder
       init_args: {{name_or_path: {encoder}}}
@@ -69,7 +73,9 @@ def run_config(tmp_path_factory, tiny_llm_dir, tiny_whisper_dir):
     tmp_path = tmp_path_factory.mktemp("e2e")
     speech_set(tmp_path / "asr", shards=2, per_shard=6)
     text_set(tmp_path / "text", shards=1, per_shard=6)
+    (tmp_path / "chat.jinja").write_text(CHAT_TEMPLATE)
     values = dict(llm=tiny_llm_dir, encoder=tiny_whisper_dir, asr=tmp_path / "asr", text=tmp_path / "text")
+    values["template"] = tmp_path / "chat.jinja"
     path = tmp_path / "run.yaml"
     path.write_text(CONFIG.format(root=tmp_path / "out", **values))
     return path
@@ -96,9 +102,12 @@ def test_fit_logs_forgetting_saves_lean_checkpoints_config_and_git(trained):
     assert len(forgetting) == 2  # validations at steps 3 and 6
     assert all(float(r["forgetting/text/kl"]) >= 0 for r in forgetting)
     assert any(r.get("forgetting/text/base_ppl") for r in rows)
-    # the run's resolved config and git commit sit next to the checkpoints
-    for name in ("config.yaml", "git.json"):
+    # the run's resolved config, git commit and chat template sit next to the checkpoints
+    for name in ("config.yaml", "git.json", "chat_template.jinja"):
         assert (out / "ckpt" / name).is_file()
+    assert (out / "ckpt" / "chat_template.jinja").read_text() == CHAT_TEMPLATE
+    samples = [json.loads(line) for path in (out / "run").rglob("samples/step_*.jsonl") for line in path.open()]
+    assert samples and all(row["prompt"].startswith("<|system|> hello <|end|> <|user|>") for row in samples)
     assert set(json.loads((out / "ckpt" / "git.json").read_text())) == {"commit", "dirty"}
     # lean checkpoints: trainable weights only (encoder, adapter and LoRA for joint SFT)
     state = torch.load(out / "ckpt" / "last.ckpt", weights_only=True, map_location="cpu")

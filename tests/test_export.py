@@ -63,7 +63,13 @@ def test_export_reload_and_plain_peft(tiny_llm_dir, tiny_whisper_dir, tmp_path):
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in adapter_dir.iterdir()}
     assert json.loads((adapter_dir / "adapter_config.json").read_text())["r"] == 4
 
+    template = (tmp_path / "export" / "chat_template.jinja").read_text()
+    assert template == module.model.formatter.template  # the template the model was trained with travels with it
+    config = json.loads((tmp_path / "export" / "speech_llm.json").read_text())
+    assert config["llm"]["chat_template"] == str(tmp_path / "export" / "chat_template.jinja")
+
     reloaded = SpeechLLM.from_pretrained(str(tmp_path / "export")).eval()
+    assert reloaded.formatter.template == template
     prompts = make_batch(module.model, TRANSCRIPTS, prompt_only=True)
     assert reloaded.generate(prompts, max_new_tokens=5) == module.model.generate(prompts, max_new_tokens=5)
 

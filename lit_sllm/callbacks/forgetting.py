@@ -123,7 +123,12 @@ class TextForgetting(L.Callback):
             from lit_sllm.data.datamodule import text_eval_batches
 
             self._batches[name] = text_eval_batches(
-                self.sets[name], model.tokenizer, self.batch_size, self.max_batches, audio_token=model.audio_token
+                self.sets[name],
+                model.tokenizer,
+                self.batch_size,
+                self.max_batches,
+                audio_token=model.audio_token,
+                chat_template_kwargs=model.llm_spec.chat_template_kwargs,
             )
         return self._batches[name]
 

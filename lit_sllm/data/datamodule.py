@@ -17,9 +17,9 @@ from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from lit_sllm.config_errors import ConfigError, load_pretrained
+from lit_sllm.config_errors import ConfigError
 from lit_sllm.data.batch import Batch
 from lit_sllm.data.batching import BatchingSpec, batches, estimate_boundaries, fixed_batches, mix
 from lit_sllm.data.collate import EncodedSample, SampleEncoder, SampleTransform, collate
@@ -36,6 +36,7 @@ from lit_sllm.data.pipeline import (
 )
 from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN, ChatFormatter
 from lit_sllm.data.schema import Sample
+from lit_sllm.data.tokenizer import load_formatter
 
 log = logging.getLogger(__name__)
 TRAIN_ON = ("assistant", "last")
@@ -218,6 +219,8 @@ class SpeechTextDataModule(L.LightningDataModule):
         predict: prediction sets by name; always encoded as prompts with references.
         sample_rate: rate (Hz) all audio is resampled to; must equal the speech encoder's.
         audio_token: placeholder string for one audio clip (must match the model's).
+        chat_template: the LLM's chat template setting, a file or the text (the CLI links it from the model).
+        chat_template_kwargs: the template's extra variables (the CLI links them from the model).
         max_duration: longest sample kept, in seconds of audio; a source's `batching.max_duration` lowers it.
         on_too_long: "drop" or "clip" samples longer than `max_duration` (both are counted).
         num_workers: DataLoader worker processes per loader.
@@ -238,6 +241,8 @@ class SpeechTextDataModule(L.LightningDataModule):
         predict: dict[str, EvalSetSpec] | None = None,
         sample_rate: int = 16000,
         audio_token: str = DEFAULT_AUDIO_TOKEN,
+        chat_template: str | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
         max_duration: float | None = 30.0,
         on_too_long: str = "drop",
         num_workers: int = 2,
@@ -250,6 +255,7 @@ class SpeechTextDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.tokenizer_path, self.audio_token = tokenizer, audio_token
+        self.chat_template, self.chat_template_kwargs = chat_template, chat_template_kwargs
         self.train_specs, self.val_specs = dict(train or {}), dict(val or {})
         self.test_specs, self.predict_specs = dict(test or {}), dict(predict or {})
         self.sample_rate, self.seed = sample_rate, seed
@@ -299,7 +305,9 @@ class SpeechTextDataModule(L.LightningDataModule):
     def formatter(self) -> ChatFormatter:
         """The chat formatter on the LLM tokenizer, loaded on first use."""
         if self._formatter is None:
-            self._formatter = ChatFormatter(load_tokenizer(self.tokenizer_path), self.audio_token)
+            self._formatter = load_formatter(
+                self.tokenizer_path, self.audio_token, self.chat_template, self.chat_template_kwargs
+            )
         return self._formatter
 
     def _rank_world(self) -> tuple[int | None, int | None]:
@@ -399,28 +407,19 @@ class SpeechTextDataModule(L.LightningDataModule):
         self._epoch, self._consumed, self._started = int(state_dict["epoch"]), int(state_dict["batches"]), False
 
 
-def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
-    """The LLM tokenizer at `path`, with an error naming `data.tokenizer` when it cannot be loaded."""
-    return load_pretrained(
-        "data.tokenizer (linked from model.init_args.llm)",
-        "tokenizer",
-        path,
-        lambda: AutoTokenizer.from_pretrained(path),
-    )
-
-
 def text_eval_batches(
     spec: str | Sequence[str],
     tokenizer: PreTrainedTokenizerBase,
     batch_size: int,
     max_batches: int,
     audio_token: str = DEFAULT_AUDIO_TOKEN,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> tuple[list[Batch], list[Batch]]:
     """A fixed text eval set as (teacher-forced batches, prompt-only batches over the same samples).
 
     Reads the first `batch_size * max_batches` usable samples of the shards in order; skips are logged.
     """
-    formatter = ChatFormatter(tokenizer, audio_token)
+    formatter = ChatFormatter(tokenizer, audio_token, chat_template_kwargs=chat_template_kwargs)
     read, tally = ReadConfig(), DataTally()
     samples = list(
         itertools.islice(finite_samples(resolve_shards(spec), read, Slot(), tally), batch_size * max_batches)

@@ -11,6 +11,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
@@ -18,9 +19,9 @@ from torch.utils.data import DataLoader, Dataset
 from lit_sllm.data.audio import read_audio, resample
 from lit_sllm.data.batch import Batch
 from lit_sllm.data.collate import EncodedSample, SampleEncoder, collate
-from lit_sllm.data.datamodule import load_tokenizer
-from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN, ChatFormatter
+from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN
 from lit_sllm.data.schema import Sample
+from lit_sllm.data.tokenizer import load_formatter
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -95,6 +96,8 @@ class AudioFilesDataModule(L.LightningDataModule):
         batch_size: files per batch.
         sample_rate: the encoder's rate; files are resampled to it.
         audio_token: placeholder string (linked from the model by the CLI).
+        chat_template: the LLM's chat template setting (linked from the model by the CLI).
+        chat_template_kwargs: the template's extra variables (linked from the model by the CLI).
         num_workers: DataLoader workers.
     """
 
@@ -106,12 +109,14 @@ class AudioFilesDataModule(L.LightningDataModule):
         batch_size: int = 8,
         sample_rate: int = 16000,
         audio_token: str = DEFAULT_AUDIO_TOKEN,
+        chat_template: str | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
         self.inputs, self.prompt, self.batch_size = inputs, prompt, batch_size
         self.sample_rate, self.num_workers = sample_rate, num_workers
-        self.formatter = ChatFormatter(load_tokenizer(tokenizer), audio_token)
+        self.formatter = load_formatter(tokenizer, audio_token, chat_template, chat_template_kwargs)
         self.predict_set_names = ["files"]
 
     def predict_dataloader(self) -> DataLoader:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from lit_sllm.data.batch import IGNORE_INDEX, Batch
+from lit_sllm.data.chat_spans import last_run_start
 
 
 def clip_rows(batch: Batch, audio_token_id: int) -> list[list[int]]:
@@ -15,17 +16,19 @@ def clip_rows(batch: Batch, audio_token_id: int) -> list[list[int]]:
 
 
 def to_generation_batch(batch: Batch, tokenizer, audio_token_id: int) -> Batch:
-    """Cuts each row before its first trained token: the prompt to generate from, with that answer as reference.
+    """Cuts each row where its last trained answer begins: the prompt to generate from, with that answer as reference.
 
-    Rows without any trained token are kept whole with an empty reference. Clips after the cut are dropped.
+    This is the prompt `ChatFormatter.encode_prompt` builds for the same conversation, so a multi-turn dialogue is
+    scored on its final answer either way. Rows without any trained token are kept whole with an empty reference.
+    Clips after the cut are dropped.
     """
     rows, references, keep_clips = [], [], []
     clips_of_row = clip_rows(batch, audio_token_id)
     for row in range(batch.size):
         ids = batch.input_ids[row][batch.attention_mask[row].bool()]
         labels = batch.labels[row][: len(ids)]
-        trained = (labels != IGNORE_INDEX).nonzero().flatten()
-        cut = int(trained[0]) if len(trained) else len(ids)
+        start = last_run_start(labels.tolist())
+        cut = len(ids) if start is None else start
         answer = labels[cut:]
         end = int((answer == IGNORE_INDEX).nonzero().flatten()[0]) if (answer == IGNORE_INDEX).any() else len(answer)
         rows.append(ids[:cut])

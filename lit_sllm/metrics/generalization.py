@@ -16,7 +16,6 @@ import torch
 
 from lit_sllm.data.batch import Batch
 from lit_sllm.data.collate import SampleEncoder, collate
-from lit_sllm.data.prompts import ChatFormatter
 from lit_sllm.data.schema import Sample
 from lit_sllm.data.tasks import Task, TaskSet, task_turns
 from lit_sllm.models.speech_llm import SpeechLLM
@@ -70,7 +69,7 @@ def answer_requests(
     model: SpeechLLM, requests: Sequence[Request], batch_size: int = 16, max_new_tokens: int = 32
 ) -> tuple[list[str], list[str]]:
     """(speech LLM's answers from speech, its LLM's answers from the transcript with LoRA disabled)."""
-    formatter = ChatFormatter(model.tokenizer, model.audio_token)
+    formatter = model.formatter
     encoder = SampleEncoder(formatter, model.sample_rate, generate=True)
     device = next(model.parameters()).device
     speech: list[str] = []

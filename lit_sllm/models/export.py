@@ -2,6 +2,7 @@
 
 Layout of an export folder:
     speech_llm.json         the model config (components by class_path), pointing at the files below
+    chat_template.jinja     the chat template the model was trained with (`llm.chat_template` points here)
     speech.safetensors      encoder and adapter weights
     encoder/                the encoder's own config files (HF encoders)
     tokenizer/              the tokenizer, audio token included
@@ -23,6 +24,7 @@ from lit_sllm.models.llm import LoraSpec
 from lit_sllm.models.speech_llm import SpeechLLM
 
 CONFIG_FILE = "speech_llm.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
 SPEECH_WEIGHTS = "speech.safetensors"
 LORA_FOLDER = "llm_adapter"
 
@@ -35,6 +37,8 @@ def save_pretrained(model: SpeechLLM, folder: str | Path, merge_lora: bool = Fal
     config["encoder"]["init_args"] = model.encoder.portable_init_args(folder / "encoder")
     model.tokenizer.save_pretrained(folder / "tokenizer")
     config["llm"]["tokenizer"] = str(folder / "tokenizer")
+    (folder / CHAT_TEMPLATE_FILE).write_text(model.formatter.template)
+    config["llm"]["chat_template"] = str(folder / CHAT_TEMPLATE_FILE)
     if model.has_lora and merge_lora:
         copy.deepcopy(model.llm).merge_and_unload().save_pretrained(folder / "llm")  # `model` stays as it is
         model.tokenizer.save_pretrained(folder / "llm")

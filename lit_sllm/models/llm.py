@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_sllm.config_errors import ConfigError, load_pretrained
+from lit_sllm.data.chat_template import set_chat_template
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -28,6 +30,11 @@ class LLMSpec:
         attn_implementation: "sdpa", "eager" or "flash_attention_2"; None lets transformers choose.
         gradient_checkpointing: recompute the LLM's activations in the backward pass to save memory.
         trust_remote_code: run code shipped with the checkpoint; keep off unless it needs it.
+        chat_template: the chat template, as the path of a .jinja file or the template text; None keeps the
+            tokenizer's own (the suite's fallback when it has none). The template used is saved beside the run's
+            config.yaml and in exports as chat_template.jinja.
+        chat_template_kwargs: extra variables the template reads, e.g. `{enable_thinking: false}` for Qwen3; a key
+            the template does not read is an error.
     """
 
     name_or_path: str
@@ -37,6 +44,8 @@ class LLMSpec:
     attn_implementation: str | None = None
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
+    chat_template: str | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
 
 
 @dataclass
@@ -91,7 +100,7 @@ def load_llm(spec: LLMSpec, key: str = "model.init_args.llm") -> PreTrainedModel
 
 
 def load_tokenizer(spec: LLMSpec, key: str = "model.init_args.llm") -> PreTrainedTokenizerBase:
-    """The tokenizer of `spec` (pad token set to EOS when it has none)."""
+    """The tokenizer of `spec` (pad token set to EOS when it has none) with the run's chat template."""
     source = spec.tokenizer or spec.name_or_path
     field = "tokenizer" if spec.tokenizer else "name_or_path"
     tokenizer = load_pretrained(
@@ -102,7 +111,7 @@ def load_tokenizer(spec: LLMSpec, key: str = "model.init_args.llm") -> PreTraine
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return set_chat_template(tokenizer, spec.chat_template, f"{key}.chat_template")
 
 
 def add_lora(llm: PreTrainedModel, spec: LoraSpec) -> PeftModel:

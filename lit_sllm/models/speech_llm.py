@@ -16,7 +16,7 @@ from jsonargparse import ArgumentParser
 from torch import Tensor, nn
 
 from lit_sllm.data.batch import Batch
-from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN, ensure_audio_token
+from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN, ChatFormatter, ensure_audio_token
 from lit_sllm.models.adapters import AdapterFactory, FrameStackMLP
 from lit_sllm.models.config import component_config
 from lit_sllm.models.encoders import SpeechEncoder
@@ -57,6 +57,8 @@ class SpeechLLM(nn.Module):
         self.tokenizer = load_tokenizer(llm)
         self.audio_token = audio_token
         self.audio_token_id = ensure_audio_token(self.tokenizer, audio_token)
+        # the chat template and its kwargs are checked here, so one that cannot be trained on fails at start
+        self.formatter = ChatFormatter(self.tokenizer, audio_token, chat_template_kwargs=llm.chat_template_kwargs)
         base = load_llm(llm)
         self.hidden_size = base.get_input_embeddings().embedding_dim
         self.llm = add_lora(base, lora) if lora is not None else base

@@ -23,10 +23,7 @@ def answer_text_prompts(
     device = next(llm.parameters()).device
     answers: list[str] = []
     for start in range(0, len(conversations), batch_size):
-        prompts = [
-            formatter.encode(turns, add_generation_prompt=True).input_ids
-            for turns in conversations[start : start + batch_size]
-        ]
+        prompts = [formatter.encode_prompt(turns)[0].input_ids for turns in conversations[start : start + batch_size]]
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
