@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from lit_sllm.config_errors import ConfigError, load_pretrained
+from lit_sllm.data.augment import Augmentation
 from lit_sllm.data.batch import Batch
 from lit_sllm.data.batching import BatchingSpec, estimate_boundaries, fixed_batches
 from lit_sllm.data.collate import SampleEncoder, SampleTransform, collate
@@ -49,6 +50,8 @@ class SourceSpec:
         batching: how the source is batched (duration bucketing for speech, fixed batch_size for text).
         transform: optional `(sample, rng) -> sample` hook run before encoding, given by class_path.
         train_on: "assistant" trains on every assistant turn, "last" on the final one only.
+        augment: waveform augmentation, a list of `{name, p, ...parameters}` run before `transform` (see
+            `lit_sllm.data.augment`): speed, noise, reverb, gain, clipping, telephone, codec.
     """
 
     shards: str | list[str]
@@ -56,6 +59,7 @@ class SourceSpec:
     batching: BatchingSpec = field(default_factory=lambda: BatchingSpec(batch_size=8))
     transform: SampleTransform | None = None
     train_on: str = "assistant"
+    augment: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -67,12 +71,15 @@ class EvalSetSpec:
         batching: how the set is batched.
         transform: optional `(sample, rng) -> sample` hook run before encoding (seeded, so repeatable).
         generate: encode prompts only, with the final answer as reference (for generation scoring).
+        augment: must stay unset: evaluation is never augmented; a set given a list is refused at start, so that a
+            config meant to augment what it scores does not silently score clean audio.
     """
 
     shards: str | list[str]
     batching: BatchingSpec = field(default_factory=lambda: BatchingSpec(batch_size=8))
     transform: SampleTransform | None = None
     generate: bool = False
+    augment: list[dict[str, Any]] | None = None
 
 
 class _TrainLoader(DataLoader):
@@ -153,6 +160,7 @@ class SpeechTextDataModule(L.LightningDataModule):
             duration_scan,
         )
         self._check_config()
+        self._augment = self._augmentations()
         self._formatter: ChatFormatter | None = None
         self._train_stream: TrainStream | None = None
         self._epoch, self._consumed, self._started = 0, 0, False
@@ -165,12 +173,28 @@ class SpeechTextDataModule(L.LightningDataModule):
         for name, spec in self.train_specs.items():
             if spec.train_on not in TRAIN_ON:
                 raise ConfigError(f"data.train.{name}.train_on must be one of {TRAIN_ON}, got {spec.train_on!r}.")
+        for key, specs in (("val", self.val_specs), ("test", self.test_specs), ("predict", self.predict_specs)):
+            for name, spec in specs.items():
+                if spec.augment:
+                    raise ConfigError(
+                        f"data.{key}.{name}.augment: evaluation sets are never augmented; remove it, or augment the "
+                        "training source instead (data.train.<name>.augment)."
+                    )
         weights = {name: spec.weight for name, spec in self.train_specs.items()}
         if self.train_specs and (any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0):
             raise ConfigError(
                 f"data.train weights {weights} must be >= 0 and sum to > 0; set data.train.<name>.weight, "
                 "e.g. 0.85 for speech and 0.15 for text."
             )
+
+    def _augmentations(self) -> dict[str, Augmentation]:
+        """Each augmented train source's chain, validated now so that a bad entry stops the run before it starts."""
+        chains = {}
+        for name, spec in self.train_specs.items():
+            if spec.augment:
+                key, limit = f"data.train.{name}.augment", self._read_limit(spec)
+                chains[name] = Augmentation.from_config(spec.augment, key, self.sample_rate, limit)
+        return chains
 
     # --- names and shared pieces ------------------------------------------------------------------------------------
 
@@ -203,13 +227,19 @@ class SpeechTextDataModule(L.LightningDataModule):
             shards = resolve_shards(spec.shards)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"data.{key}.{name}.shards: {err}") from err
-        limit = min(x for x in (self.read.max_duration, spec.batching.max_duration, float("inf")) if x is not None)
-        read = ReadConfig(self.sample_rate, None if limit == float("inf") else limit, self.read.on_too_long)
+        read = ReadConfig(self.sample_rate, self._read_limit(spec), self.read.on_too_long)
         train_on = getattr(spec, "train_on", "assistant")
         encoder = SampleEncoder(self.formatter, self.sample_rate, generate, spec.transform, train_on)
         tokenizer = self.formatter.tokenizer
         pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-        return SourcePlan(name, shards, read, encoder, spec.batching, self._boundaries(name, spec, shards), pad_id)
+        boundaries = self._boundaries(name, spec, shards)
+        augment = self._augment.get(name) if key == "train" else None
+        return SourcePlan(name, shards, read, encoder, spec.batching, boundaries, pad_id, augment)
+
+    def _read_limit(self, spec: SourceSpec | EvalSetSpec) -> float | None:
+        """The longest sample a source keeps, in seconds: data.max_duration lowered by its batching.max_duration."""
+        limits = [x for x in (self.read.max_duration, spec.batching.max_duration) if x is not None]
+        return min(limits) if limits else None
 
     def _boundaries(self, name: str, spec: SourceSpec | EvalSetSpec, shards: list[ShardInfo]) -> list[float]:
         batching = spec.batching

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from torch.utils.data import IterableDataset
 
+from lit_sllm.data.augment import Augmentation
 from lit_sllm.data.batch import Batch
 from lit_sllm.data.batching import BatchingSpec, batches, mix
 from lit_sllm.data.collate import EncodedSample, SampleEncoder, collate
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SourcePlan:
-    """A source or set resolved for reading: its shards, read config, encoder, batching and bucket edges."""
+    """A source or set resolved for reading: its shards, read config, encoder, batching, bucket edges and, for a
+    training source, its augmentation."""
 
     name: str
     shards: list[ShardInfo]
@@ -35,6 +37,7 @@ class SourcePlan:
     batching: BatchingSpec
     boundaries: list[float]
     pad_id: int
+    augment: Augmentation | None = None
 
     def batches(
         self, samples: Iterator[Sample], rng: random.Random, tally: DataTally, per_sample_seed: str | None = None
@@ -70,6 +73,7 @@ class TrainStream(IterableDataset):
     """Endless mixed training batches; one epoch is `batches_per_epoch` batches per rank, split over workers.
 
     Each (epoch, resume point, rank, worker) seeds its own random stream, so ranks differ and never run dry.
+    Augmentation is seeded per sample instead (see `lit_sllm.data.augment`).
     """
 
     def __init__(
@@ -100,6 +104,8 @@ class TrainStream(IterableDataset):
         for name, plan in self.plans.items():
             rng = random.Random(f"{base}/{name}")
             samples = infinite_samples(plan.shards, plan.read, rng, tally, self.shuffle_buffer)
+            if plan.augment is not None:
+                samples = plan.augment.stream(samples, f"{self.seed}/{self.epoch}/{name}")
             streams[name] = plan.batches(samples, rng, tally)
         for _, batch in itertools.islice(mix(streams, self.weights, random.Random(f"{base}/mix")), share):
             yield _stamp(batch, tally)
