@@ -22,15 +22,14 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from lit_sllm.config_errors import ConfigError, load_pretrained
 from lit_sllm.data.augment import Augmentation
 from lit_sllm.data.batch import Batch
-from lit_sllm.data.batching import BatchingSpec, estimate_boundaries, fixed_batches
+from lit_sllm.data.batching import BatchingSpec, fixed_batches
+from lit_sllm.data.buckets2d import source_grid
 from lit_sllm.data.collate import SampleEncoder, SampleTransform, collate
 from lit_sllm.data.pipeline import (
     DataTally,
     ReadConfig,
-    ShardInfo,
     Slot,
     finite_samples,
-    peek_durations,
     resolve_shards,
 )
 from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN, ChatFormatter
@@ -125,7 +124,8 @@ class SpeechTextDataModule(L.LightningDataModule):
         seed: seeds shard draws, shuffling, bucketing and transforms.
         batches_per_epoch: training batches per rank per epoch (the training stream is endless).
         shuffle_buffer: raw samples per source held for shuffling in training.
-        duration_scan: samples whose metadata durations are read to estimate bucket boundaries.
+        duration_scan: samples whose metadata are read to estimate bucket edges (durations; with two-dimensional
+            buckets, also token counts, by encoding the conversation).
     """
 
     def __init__(
@@ -232,23 +232,14 @@ class SpeechTextDataModule(L.LightningDataModule):
         encoder = SampleEncoder(self.formatter, self.sample_rate, generate, spec.transform, train_on)
         tokenizer = self.formatter.tokenizer
         pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-        boundaries = self._boundaries(name, spec, shards)
+        grid = source_grid(f"data.{key}.{name}", spec.batching, shards, encoder, self.duration_scan)
         augment = self._augment.get(name) if key == "train" else None
-        return SourcePlan(name, shards, read, encoder, spec.batching, boundaries, pad_id, augment)
+        return SourcePlan(name, shards, read, encoder, spec.batching, grid, pad_id, augment)
 
     def _read_limit(self, spec: SourceSpec | EvalSetSpec) -> float | None:
         """The longest sample a source keeps, in seconds: data.max_duration lowered by its batching.max_duration."""
         limits = [x for x in (self.read.max_duration, spec.batching.max_duration) if x is not None]
         return min(limits) if limits else None
-
-    def _boundaries(self, name: str, spec: SourceSpec | EvalSetSpec, shards: list[ShardInfo]) -> list[float]:
-        batching = spec.batching
-        if not batching.bucketing or batching.boundaries is not None:
-            return sorted(batching.boundaries or [])
-        durations = peek_durations(shards, self.duration_scan)
-        if not durations:
-            log.warning("%s: no sample durations in the metadata; bucketing with a single bucket.", name)
-        return estimate_boundaries(durations, batching.num_buckets)
 
     def _loader(self, dataset: IterableDataset, loader_class: type[DataLoader] = DataLoader) -> DataLoader:
         workers = self.num_workers

@@ -17,7 +17,7 @@ from torch.utils.data import IterableDataset
 
 from lit_sllm.data.augment import Augmentation
 from lit_sllm.data.batch import Batch
-from lit_sllm.data.batching import BatchingSpec, batches, mix
+from lit_sllm.data.batching import BatchingSpec, BucketGrid, batches, mix
 from lit_sllm.data.collate import EncodedSample, SampleEncoder, collate
 from lit_sllm.data.pipeline import DataTally, ReadConfig, ShardInfo, current_slot, finite_samples, infinite_samples
 from lit_sllm.data.schema import Sample
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SourcePlan:
-    """A source or set resolved for reading: its shards, read config, encoder, batching, bucket edges and, for a
+    """A source or set resolved for reading: its shards, read config, encoder, batching, buckets and, for a
     training source, its augmentation."""
 
     name: str
@@ -35,7 +35,7 @@ class SourcePlan:
     read: ReadConfig
     encoder: SampleEncoder
     batching: BatchingSpec
-    boundaries: list[float]
+    grid: BucketGrid
     pad_id: int
     augment: Augmentation | None = None
 
@@ -58,7 +58,7 @@ class SourcePlan:
                 "over_batch_limit", f"{self.name}: sample {item.key} alone exceeds batching limits {item.measure()}"
             )
 
-        for items in batches(encoded, self.batching, rng, EncodedSample.measure, self.boundaries, oversize):
+        for items in batches(encoded, self.batching, rng, EncodedSample.measure, self.grid, oversize):
             yield collate(items, self.name, self.pad_id)
 
 
