@@ -60,15 +60,19 @@ def test_padding_batches_every_clip_once_within_the_limit(tmp_path):
     path = run_benchmark("padding", quick=True, out_dir=tmp_path)
     result = json.loads(path.read_text())
     figures, settings = result["figures"], result["settings"]
-    for name in ("lit_sllm", "fixed_size", "lhotse"):
+    names = ["lit_sllm", "lit_sllm 2-D", "fixed_size", "lhotse"]
+    for name in names:
         assert figures[name]["clips"] == settings["utterances"]
         assert figures[name]["largest_padded_seconds"] <= settings["max_duration"] + 1e-6
-        assert 0 < figures[name]["padding_efficiency"] <= 1
+        assert 0 < figures[name]["padding_efficiency"] <= 1 and 0 < figures[name]["token_padding_efficiency"] <= 1
+    for name in ("lit_sllm", "lit_sllm 2-D"):
+        assert figures[name]["largest_padded_tokens"] <= settings["max_tokens"]
+        assert figures[name]["peak_held"] >= figures[name]["mean_rows"]  # a pool fills before it releases a batch
     longest = max(librispeech_durations(settings["utterances"], settings["seed"]))
     assert figures["fixed_size"]["batches"] == math.ceil(settings["utterances"] / (settings["max_duration"] // longest))
     assert result["goal"]["met"] in (True, False) and result["quick"] is True
     assert {"machine", "versions", "git", "created"} <= result.keys() and result["versions"]["torch"]
-    assert [row[0] for row in result["tables"][0]["rows"]] == ["lit_sllm", "fixed_size", "lhotse"]
+    assert [row[0] for row in result["tables"][0]["rows"]] == names
 
 
 def test_data_compares_both_loaders_at_each_worker_count_and_times_each_stage(tmp_path):
