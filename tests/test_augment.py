@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio
 from data_helpers import encode, speech_sample, write_shard
 
 from lit_sllm.config_errors import ConfigError
@@ -22,6 +23,7 @@ from lit_sllm.data.augment_transforms import (
     Reverb,
     TelephoneBand,
     coloured_noise,
+    resample_clip,
     reverberate,
     synthetic_rir,
 )
@@ -59,6 +61,15 @@ def test_speed_changes_duration_by_the_factor_and_word_times_follow(factor):
     assert out.duration == pytest.approx(3.0 / factor, abs=1e-4)
     for (_, start, end), (_, new_start, new_end) in zip(words, out.words):
         assert new_start == pytest.approx(start / factor, rel=1e-4) and new_end == pytest.approx(end / factor, rel=1e-4)
+
+
+def test_padded_resampling_equals_torchaudios():
+    for length in (12345, 8000, 40001):
+        clip = torch.randn(length, generator=torch.Generator().manual_seed(length))
+        for factor in (0.9, 1.1):
+            expected = torchaudio.functional.speed(clip[None], RATE, factor)[0][0]
+            got = resample_clip(clip, int(factor * RATE), RATE)
+            assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5)
 
 
 def test_interleaving_cuts_a_speed_perturbed_clip_at_its_words():
