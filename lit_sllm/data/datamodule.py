@@ -236,6 +236,10 @@ class SpeechTextDataModule(L.LightningDataModule):
         augment = self._augment.get(name) if key == "train" else None
         return SourcePlan(name, shards, read, encoder, spec.batching, grid, pad_id, augment)
 
+    def source_plan(self, name: str) -> SourcePlan:
+        """The resolved plan of train source `name` (shards, encoder, buckets), exactly as its stream would use it."""
+        return self._plan("train", name, self.train_specs[name], False)
+
     def _read_limit(self, spec: SourceSpec | EvalSetSpec) -> float | None:
         """The longest sample a source keeps, in seconds: data.max_duration lowered by its batching.max_duration."""
         limits = [x for x in (self.read.max_duration, spec.batching.max_duration) if x is not None]

@@ -152,3 +152,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     augment.add_argument("--each", action="store_true", help="every transform alone (p=1), one sample each")
     augment.add_argument("--seed", type=int, default=0, help="seed of the draws")
     inspect.set_defaults(func=run_inspect)
+    from lit_sllm.tools import tune_batches  # imports nothing heavy at module level
+
+    tune_batches.add_parser(commands)
