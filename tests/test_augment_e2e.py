@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from omegaconf import OmegaConf
 
 from lit_sllm.cli import main
 
@@ -20,8 +19,9 @@ BASE, OVERLAY = ROOT / "experiments/toy/joint_sft.yaml", ROOT / "experiments/toy
 @pytest.mark.slow
 def test_toy_fit_with_augmentation_logs_the_counts(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    short = OmegaConf.create(f"""
-data:  # the ASR source alone, in few buckets: the first batch comes quickly
+    short = tmp_path / "short.yaml"  # the ASR source alone, in few buckets: the first batch comes quickly
+    short.write_text(f"""
+data:
   init_args:
     num_workers: 1
     train:
@@ -36,15 +36,11 @@ trainer:
   limit_val_batches: 0
   enable_progress_bar: false
   default_root_dir: {tmp_path}
+  logger: {{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {{save_dir: {tmp_path}, name: run}}}}
+  callbacks: []
 """)
-    # one file: jsonargparse fails to instantiate three composed configs that all touch data.train entries
-    config = OmegaConf.merge(OmegaConf.load(BASE), OmegaConf.load(OVERLAY), short)
-    config.trainer.callbacks = []
-    csv_logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path)}}
-    config.trainer.logger = csv_logger
-    OmegaConf.save(config, tmp_path / "run.yaml")
-    assert main(["fit", "--config", str(tmp_path / "run.yaml")]) == 0
-    with open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") as handle:
+    assert main(["fit", "--config", str(BASE), "--config", str(OVERLAY), "--config", str(short)]) == 0
+    with open(tmp_path / "run" / "version_0" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 3 and all(r["train/asr/loss"] for r in rows)
     assert all(float(r["data/augment/speed"]) >= 1 for r in rows)  # p = 1: every sample of every batch

@@ -91,6 +91,24 @@ def test_data_compares_both_loaders_at_each_worker_count_and_times_each_stage(tm
     assert all(value > 0 for value in figures["stage_s_per_audio_hour"].values())
 
 
+def test_augment_times_every_transform_and_the_pipeline_with_and_without(tmp_path):
+    path = run_benchmark("augment", quick=True, out_dir=tmp_path)
+    result = json.loads(path.read_text())
+    figures, settings = result["figures"], result["settings"]
+    costs = figures["transform_cpu_s_per_audio_hour"]
+    assert {"speed 0.9/1.1", "noise, folder of WAV (as MUSAN)", "reverb, RIR folder", "codec mp3"} <= set(costs)
+    assert all(value > 0 for value in costs.values())
+    loaders = {f"{rate}/{kind}" for rate in settings["source_rates"] for kind in ("plain", "typical")}
+    assert loaders <= set(figures["samples_per_s"]) and set(figures["over_plain"]) == set(
+        figures["over_plain_per_cpu_second"]
+    )
+    assert [step["name"] for step in settings["lists"]["typical"]] == ["speed", "noise", "gain"]
+    assert [t["title"].split(",")[0] for t in result["tables"]] == [
+        "CPU seconds per hour of audio",
+        "Pipeline throughput on 1 worker",
+    ]
+
+
 def test_step_runs_all_three_loops_on_the_same_batches(tmp_path):
     path = run_benchmark("step", quick=True, out_dir=tmp_path)  # raises if any loop saw other batches
     figures = json.loads(path.read_text())["figures"]

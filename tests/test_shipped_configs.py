@@ -39,8 +39,14 @@ def test_config_resolves_and_round_trips(config, tmp_path, capsys, tiny_llm_dir)
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_overlay_composes_on_its_experiment_and_round_trips(overlay, tmp_path, capsys):
+    assert main(["fit", "--config", str(OVERLAYS[overlay]), "--print_config"]) == 0
+    base = yaml.safe_load(capsys.readouterr().out)
     assert main(["fit", "--config", str(OVERLAYS[overlay]), "--config", str(overlay), "--print_config"]) == 0
     printed = capsys.readouterr().out
+    composed = yaml.safe_load(printed)
+    for key in ("train", "val", "test"):  # an overlay's dict replaces the base's: it must name every entry
+        sets, base_sets = composed["data"]["init_args"][key], base["data"]["init_args"][key]
+        assert {name: one["shards"] for name, one in sets.items()} == {n: o["shards"] for n, o in base_sets.items()}
     (tmp_path / "printed.yaml").write_text(printed)
     assert main(["fit", "--config", str(tmp_path / "printed.yaml"), "--print_config"]) == 0
     assert capsys.readouterr().out == printed
