@@ -7,20 +7,13 @@ from collections import Counter
 
 import pytest
 import torch
-from data_helpers import make_tokenizer, speech_set
+from data_helpers import speech_set
 
 from lit_sllm.config_errors import ConfigError
 from lit_sllm.data import EvalSetSpec, SourceSpec, SpeechTextDataModule
 from lit_sllm.data.batching import BatchingSpec
 
 AUGMENT = [{"name": "speed", "p": 0.5}, {"name": "noise", "p": 0.5, "snr_db": [5, 10]}, {"name": "gain", "p": 0.3}]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tokenizer")
-    make_tokenizer(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
