@@ -220,7 +220,7 @@ def test_table_lists_every_result_with_its_goal(tmp_path):
     pytest.importorskip("lhotse")
     run_benchmark("padding", quick=True, out_dir=tmp_path)
     text = results_markdown(tmp_path)
-    assert "| `padding` | padding efficiency >= 0.97" in text
+    assert "| `padding` | audio padding efficiency >= 0.97" in text
     assert "| lit_sllm |" in text and "--quick sizes" in text
 
 
