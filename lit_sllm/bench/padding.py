@@ -163,7 +163,7 @@ def verdict(figures: dict[str, Any]) -> Goal:
         ),
         measured=", ".join(f"{name} {value:.3f}" for name, value in audio.items())
         + f"; tokens 1-D {figures['lit_sllm']['token_padding_efficiency']:.3f}, 2-D {tokens_2d:.3f}"
-        + f" (audio {-audio_loss:+.4f})",
+        + f" (audio {round(-audio_loss, 4) + 0.0:+.4f} against 1-D)",
         met=audio["lit_sllm"] >= GOAL_EFFICIENCY
         and audio["lit_sllm"] >= audio["lhotse"]
         and tokens_2d >= GOAL_TOKEN_EFFICIENCY
