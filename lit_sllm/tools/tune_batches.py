@@ -5,8 +5,9 @@ For every bucket, a batch of its worst case (its longest clip and most text toke
 the longest seen in a metadata scan for the open-ended ones) runs forward, backward and an AdamW step; the rows double
 until the step no longer fits and are then bisected. A step fits when it does not run out of memory and its peak stays
 under the memory cap less the safety margin: on CUDA the peak of allocated memory against the device's total, on the
-CPU the peak resident memory the training added to the process (`/proc/self` high-water mark), against
-`--memory-cap` (default: the memory available at start), so the probe is testable without a GPU.
+CPU the weights and optimizer states plus the rise of the process's resident high-water mark during the step
+(`/proc/self`), against `--memory-cap` (default: the memory available at start), so the probe is testable without a
+GPU.
 """
 
 from __future__ import annotations
@@ -36,17 +37,16 @@ def parse_bytes(text: str) -> int:
 
 
 class MemoryMeter:
-    """The peak memory of one training step: CUDA's allocator peak, or on the CPU the process's resident high-water
-    mark above its resident memory before the model was built."""
+    """The peak memory of one training step: on CUDA the allocator's peak; on the CPU the tensors that live between
+    steps (`resident`: weights, buffers, optimizer states, counted exactly) plus how far the process's resident
+    high-water mark rose above its resident size at the step's start (activations, gradients, temporaries).
+    Counting the CPU's resident part from tensors keeps the figure free of what else the process holds or frees."""
 
     def __init__(self, device: str) -> None:
         import torch
 
         self.device, self.torch = device, torch
-        self.baseline = 0
-        if device != "cuda":
-            self.reset(full=True)  # freed memory handed back first, so the baseline is what lives
-            self.baseline = self._status("VmRSS")
+        self.resident, self.start = 0, 0
 
     @staticmethod
     def _status(field: str) -> int:
@@ -66,11 +66,12 @@ class MemoryMeter:
         with contextlib.suppress(OSError):  # not glibc: no trim, the peaks only start higher
             ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back, so the next peak starts low
         Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark to the current resident size
+        self.start = self._status("VmRSS")
 
     def peak(self) -> int:
         if self.device == "cuda":
             return int(self.torch.cuda.max_memory_allocated())
-        return self._status("VmHWM") - self.baseline
+        return self.resident + max(0, self._status("VmHWM") - self.start)
 
     def capacity(self) -> int:
         if self.device == "cuda":
@@ -131,15 +132,23 @@ class StepProbe:
         import torch
 
         self.module, self.device, self.budget, self.autocast, self.meter = module, device, budget, autocast, meter
+        self.torch = torch
         self.peaks: dict[tuple[int, int, int], int] = {}  # (duration bucket, token bucket, rows) -> peak bytes
         self.failed = False
         params = [p for p in module.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=1e-8)  # two moments per trainable parameter, as Adam keeps
         self.pad_id = next(i for i in (module.model.tokenizer.pad_token_id, 0) if i is not None)
 
-    def __call__(self, cell: Cell, rows: int) -> bool:
-        import torch
+    def warm_up(self, cell: Cell) -> None:
+        """One step of one row, so that the optimizer's states exist, then counts what lives between steps."""
+        self(cell, 1)
+        tensors = [*self.module.parameters(), *self.module.buffers()]
+        tensors += [v for state in self.optimizer.state.values() for v in state.values()]
+        self.meter.resident = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, self.torch.Tensor))
+        self.peaks.clear()
 
+    def __call__(self, cell: Cell, rows: int) -> bool:
+        torch = self.torch
         self.meter.reset(full=self.failed)
         self.failed = False
         try:
@@ -280,6 +289,7 @@ def tune_source(
     budget = int((memory_cap or meter.capacity()) * (1 - margin))
     probe = StepProbe(module, device, budget, autocast_dtype(resolved.get("trainer", {}).get("precision")), meter)
     module.train()
+    probe.warm_up(cells[0])
     tune(cells, probe, max_rows)
     batching = merged.data.init_args.train[source].setdefault("batching", {})
     batching.boundaries = list(plan.grid.durations)
