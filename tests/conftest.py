@@ -129,6 +129,14 @@ def build_wav2vec2_family(folder: Path, model_type: str = "hubert", seed: int = 
 
 
 @pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> str:
+    """The tiny word-level chat tokenizer, saved once for the data tests."""
+    folder = tmp_path_factory.mktemp("tokenizer")
+    build_tokenizer(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def tiny_llm_dir(tmp_path_factory) -> Path:
     return build_llm(tmp_path_factory.mktemp("tiny_llama"), "llama")
 

@@ -60,15 +60,19 @@ def test_padding_batches_every_clip_once_within_the_limit(tmp_path):
     path = run_benchmark("padding", quick=True, out_dir=tmp_path)
     result = json.loads(path.read_text())
     figures, settings = result["figures"], result["settings"]
-    for name in ("lit_sllm", "fixed_size", "lhotse"):
+    names = ["lit_sllm", "lit_sllm 2-D", "fixed_size", "lhotse"]
+    for name in names:
         assert figures[name]["clips"] == settings["utterances"]
         assert figures[name]["largest_padded_seconds"] <= settings["max_duration"] + 1e-6
-        assert 0 < figures[name]["padding_efficiency"] <= 1
+        assert 0 < figures[name]["padding_efficiency"] <= 1 and 0 < figures[name]["token_padding_efficiency"] <= 1
+    for name in ("lit_sllm", "lit_sllm 2-D"):
+        assert figures[name]["largest_padded_tokens"] <= settings["max_tokens"]
+        assert figures[name]["peak_held"] >= figures[name]["mean_rows"]  # a pool fills before it releases a batch
     longest = max(librispeech_durations(settings["utterances"], settings["seed"]))
     assert figures["fixed_size"]["batches"] == math.ceil(settings["utterances"] / (settings["max_duration"] // longest))
     assert result["goal"]["met"] in (True, False) and result["quick"] is True
     assert {"machine", "versions", "git", "created"} <= result.keys() and result["versions"]["torch"]
-    assert [row[0] for row in result["tables"][0]["rows"]] == ["lit_sllm", "fixed_size", "lhotse"]
+    assert [row[0] for row in result["tables"][0]["rows"]] == names
 
 
 def test_data_compares_both_loaders_at_each_worker_count_and_times_each_stage(tmp_path):
@@ -85,6 +89,24 @@ def test_data_compares_both_loaders_at_each_worker_count_and_times_each_stage(tm
         assert pipeline["cpu_ms_per_decoded_sample"]["median"] > 0 and plain["cpu_ms_per_decoded_sample"]["median"] > 0
     assert set(figures["stage_s_per_audio_hour"]) == {*LOADER_STAGES, "features"}
     assert all(value > 0 for value in figures["stage_s_per_audio_hour"].values())
+
+
+def test_augment_times_every_transform_and_the_pipeline_with_and_without(tmp_path):
+    path = run_benchmark("augment", quick=True, out_dir=tmp_path)
+    result = json.loads(path.read_text())
+    figures, settings = result["figures"], result["settings"]
+    costs = figures["transform_cpu_s_per_audio_hour"]
+    assert {"speed 0.9/1.1", "noise, folder of WAV (as MUSAN)", "reverb, RIR folder", "codec mp3"} <= set(costs)
+    assert all(value > 0 for value in costs.values())
+    loaders = {f"{rate}/{kind}" for rate in settings["source_rates"] for kind in ("plain", "typical")}
+    assert loaders <= set(figures["samples_per_s"]) and set(figures["over_plain"]) == set(
+        figures["over_plain_per_cpu_second"]
+    )
+    assert [step["name"] for step in settings["lists"]["typical"]] == ["speed", "noise", "gain"]
+    assert [t["title"].split(",")[0] for t in result["tables"]] == [
+        "CPU seconds per hour of audio",
+        "Pipeline throughput on 1 worker",
+    ]
 
 
 def test_step_runs_all_three_loops_on_the_same_batches(tmp_path):
@@ -198,7 +220,7 @@ def test_table_lists_every_result_with_its_goal(tmp_path):
     pytest.importorskip("lhotse")
     run_benchmark("padding", quick=True, out_dir=tmp_path)
     text = results_markdown(tmp_path)
-    assert "| `padding` | padding efficiency >= 0.97" in text
+    assert "| `padding` | audio padding efficiency >= 0.97" in text
     assert "| lit_sllm |" in text and "--quick sizes" in text
 
 

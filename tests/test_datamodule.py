@@ -8,7 +8,7 @@ from collections import Counter
 import lightning as L
 import pytest
 import torch
-from data_helpers import corrupt_set, make_tokenizer, speech_set, text_set
+from data_helpers import corrupt_set, speech_set, text_set
 
 from lit_sllm.config_errors import ConfigError
 from lit_sllm.data import Batch, EvalSetSpec, SourceSpec, SpeechTextDataModule
@@ -16,13 +16,6 @@ from lit_sllm.data.batch import IGNORE_INDEX
 from lit_sllm.data.batching import BatchingSpec
 from lit_sllm.data.datamodule import text_eval_batches
 from lit_sllm.data.schema import Sample
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tokenizer")
-    make_tokenizer(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")

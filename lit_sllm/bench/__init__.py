@@ -5,10 +5,11 @@ side in one process, as ratios; `lit-sllm bench NAME` runs one and writes `bench
 BENCHMARKS: dict[str, str] = {
     "padding": "lit_sllm.bench.padding",
     "data": "lit_sllm.bench.data",
+    "augment": "lit_sllm.bench.augment",
     "step": "lit_sllm.bench.step",
     "kd": "lit_sllm.bench.kd",
     "startup": "lit_sllm.bench.startup",
     "gpu": "lit_sllm.bench.gpu",
 }
 # names that stand for several benchmarks
-GROUPS: dict[str, tuple[str, ...]] = {"cpu": ("padding", "data", "step", "kd", "startup")}
+GROUPS: dict[str, tuple[str, ...]] = {"cpu": ("padding", "data", "augment", "step", "kd", "startup")}

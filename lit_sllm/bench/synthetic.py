@@ -34,6 +34,13 @@ def librispeech_durations(count: int, seed: int = 0) -> list[float]:
     return durations
 
 
+def mtbi_token_lengths(count: int, seed: int = 0) -> list[int]:
+    """`count` text-token counts of MTBI-like conversations: a chat template and task prompt of 15-30 tokens plus a
+    teacher answer of log-normal length (median 37 tokens, 5 % above 100), whatever the utterance's duration."""
+    rng = random.Random(f"{seed}/tokens")
+    return [rng.randint(15, 30) + max(1, round(rng.lognormvariate(math.log(37), 0.6))) for _ in range(count)]
+
+
 def uniform_durations(count: int, low: float, high: float, seed: int = 0) -> list[float]:
     """`count` clip lengths (s, two decimals) drawn uniformly from [low, high]."""
     rng = random.Random(seed)

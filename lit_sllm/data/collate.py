@@ -8,6 +8,7 @@ answer as the reference.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ class EncodedSample:
         reference: the final assistant answer (empty when the sample has none).
         duration: seconds of audio over all clips.
         teacher: the transcript-only view (`Sample.teacher_turns`) encoded the same way, for distillation.
+        augmented: the augmentation transforms applied to its audio (`Sample.augmented`).
     """
 
     key: str
@@ -45,6 +47,7 @@ class EncodedSample:
     reference: str = ""
     duration: float = 0.0
     teacher: EncodedSample | None = None
+    augmented: list[str] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -98,6 +101,7 @@ class SampleEncoder:
         clips = [self._clip(sample, name) for name in dialog.audio_refs]
         duration = sum(clip.numel() for clip in clips) / self.sample_rate
         encoded = EncodedSample(sample.key, sample.task, dialog.input_ids, dialog.labels, clips, reference, duration)
+        encoded.augmented = sample.augmented
         if sample.teacher_turns is not None and not self.generate:
             encoded.teacher = self._teacher(sample, encoded)
         return encoded
@@ -158,9 +162,11 @@ def collate(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch:
     """Pads encoded samples into a `Batch` (token ids right padded, clips zero padded in placeholder order).
 
     `extras` gets `tokens` (real tokens), `token_padding_ratio`, `audio_seconds` and `padding_ratio`: real over
-    padded audio frames when the batch has audio, else the token ratio; and `teacher`, the batch of teacher
-    views, when the samples carry them.
+    padded audio frames when the batch has audio, else the token ratio; `augment`, how many of its samples each
+    augmentation transform was applied to, when any was; and `teacher`, the batch of teacher views, when the
+    samples carry them.
     """
+    augmented = Counter(name for item in items for name in item.augmented)
     clips = [clip for item in items for clip in item.clips]
     audio, audio_lengths = _pad_audio(clips)
     token_lengths = [item.num_tokens for item in items]
@@ -180,6 +186,7 @@ def collate(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch:
             "token_padding_ratio": token_ratio,
             "audio_seconds": sum(item.duration for item in items),
             "padding_ratio": padding_ratio(audio_lengths.tolist()) if clips else token_ratio,
+            **({"augment": dict(augmented)} if augmented else {}),
             **_teacher_batch(items, source, pad_id),
         },
     )

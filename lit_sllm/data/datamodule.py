@@ -1,8 +1,8 @@
 """`SpeechTextDataModule`: named, weighted train sources streamed endlessly; named eval sets read exactly once.
 
-Everything from shard reading to the padded `Batch` runs inside the DataLoader workers; the loaders only move
-finished batches. Skip counts ride on each batch in `batch.extras["skipped"]` ({reason: count since the previous
-batch of that worker}), so the LightningModule can log them.
+Everything from shard reading to the padded `Batch` runs inside the DataLoader workers (`lit_sllm.data.streams`);
+the loaders only move finished batches. Skip counts ride on each batch in `batch.extras["skipped"]` ({reason: count
+since the previous batch of that worker}), so the LightningModule can log them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,22 +20,20 @@ from torch.utils.data import DataLoader, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
 from lit_sllm.config_errors import ConfigError
+from lit_sllm.data.augment import Augmentation
 from lit_sllm.data.batch import Batch
-from lit_sllm.data.batching import BatchingSpec, batches, estimate_boundaries, fixed_batches, mix
-from lit_sllm.data.collate import EncodedSample, SampleEncoder, SampleTransform, collate
+from lit_sllm.data.batching import BatchingSpec, fixed_batches
+from lit_sllm.data.buckets2d import source_grid
+from lit_sllm.data.collate import SampleEncoder, SampleTransform, collate
 from lit_sllm.data.pipeline import (
     DataTally,
     ReadConfig,
-    ShardInfo,
     Slot,
-    current_slot,
     finite_samples,
-    infinite_samples,
-    peek_durations,
     resolve_shards,
 )
 from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN, ChatFormatter
-from lit_sllm.data.schema import Sample
+from lit_sllm.data.streams import EvalStream, SourcePlan, TrainStream
 from lit_sllm.data.tokenizer import load_formatter
 
 log = logging.getLogger(__name__)
@@ -52,6 +50,8 @@ class SourceSpec:
         batching: how the source is batched (duration bucketing for speech, fixed batch_size for text).
         transform: optional `(sample, rng) -> sample` hook run before encoding, given by class_path.
         train_on: "assistant" trains on every assistant turn, "last" on the final one only.
+        augment: waveform augmentation, a list of `{name, p, ...parameters}` run before `transform` (see
+            `lit_sllm.data.augment`): speed, noise, reverb, gain, clipping, telephone, codec.
     """
 
     shards: str | list[str]
@@ -59,6 +59,7 @@ class SourceSpec:
     batching: BatchingSpec = field(default_factory=lambda: BatchingSpec(batch_size=8))
     transform: SampleTransform | None = None
     train_on: str = "assistant"
+    augment: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -70,118 +71,15 @@ class EvalSetSpec:
         batching: how the set is batched.
         transform: optional `(sample, rng) -> sample` hook run before encoding (seeded, so repeatable).
         generate: encode prompts only, with the final answer as reference (for generation scoring).
+        augment: must stay unset: evaluation is never augmented; a set given a list is refused at start, so that a
+            config meant to augment what it scores does not silently score clean audio.
     """
 
     shards: str | list[str]
     batching: BatchingSpec = field(default_factory=lambda: BatchingSpec(batch_size=8))
     transform: SampleTransform | None = None
     generate: bool = False
-
-
-@dataclass
-class SourcePlan:
-    """A source or set resolved for reading: its shards, read config, encoder, batching and bucket edges."""
-
-    name: str
-    shards: list[ShardInfo]
-    read: ReadConfig
-    encoder: SampleEncoder
-    batching: BatchingSpec
-    boundaries: list[float]
-    pad_id: int
-
-    def batches(
-        self, samples: Iterator[Sample], rng: random.Random, tally: DataTally, per_sample_seed: str | None = None
-    ) -> Iterator[Batch]:
-        """Encodes, batches and collates a sample stream; samples over the batch limits are counted and skipped.
-
-        With `per_sample_seed`, each sample's transform draws from its own generator seeded by it and the sample
-        key, so evaluation does not depend on how samples are spread over ranks and workers.
-        """
-
-        def rng_for(sample: Sample) -> random.Random:
-            return rng if per_sample_seed is None else random.Random(f"{per_sample_seed}/{sample.key}")
-
-        encoded = (self.encoder(sample, rng_for(sample)) for sample in samples)
-
-        def oversize(item: EncodedSample) -> None:
-            tally.skip(
-                "over_batch_limit", f"{self.name}: sample {item.key} alone exceeds batching limits {item.measure()}"
-            )
-
-        for items in batches(encoded, self.batching, rng, EncodedSample.measure, self.boundaries, oversize):
-            yield collate(items, self.name, self.pad_id)
-
-
-def _stamp(batch: Batch, tally: DataTally) -> Batch:
-    skipped, clipped = tally.take()
-    batch.extras["skipped"] = skipped
-    batch.extras["clipped"] = clipped
-    return batch
-
-
-class TrainStream(IterableDataset):
-    """Endless mixed training batches; one epoch is `batches_per_epoch` batches per rank, split over workers.
-
-    Each (epoch, resume point, rank, worker) seeds its own random stream, so ranks differ and never run dry.
-    """
-
-    def __init__(
-        self,
-        plans: dict[str, SourcePlan],
-        weights: dict[str, float],
-        batches_per_epoch: int,
-        seed: int,
-        shuffle_buffer: int,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> None:
-        self.plans, self.weights = plans, weights
-        self.batches_per_epoch, self.seed, self.shuffle_buffer = batches_per_epoch, seed, shuffle_buffer
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.skip = 0, 0
-
-    def __len__(self) -> int:
-        return self.batches_per_epoch
-
-    def __iter__(self) -> Iterator[Batch]:
-        slot = current_slot(self.rank, self.world_size)
-        remaining = max(0, self.batches_per_epoch - self.skip)
-        share = remaining // slot.num_workers + int(slot.worker < remaining % slot.num_workers)
-        base = f"{self.seed}/{self.epoch}/{self.skip}/{slot.rank}/{slot.worker}"
-        tally = DataTally()
-        streams = {}
-        for name, plan in self.plans.items():
-            rng = random.Random(f"{base}/{name}")
-            samples = infinite_samples(plan.shards, plan.read, rng, tally, self.shuffle_buffer)
-            streams[name] = plan.batches(samples, rng, tally)
-        for _, batch in itertools.islice(mix(streams, self.weights, random.Random(f"{base}/mix")), share):
-            yield _stamp(batch, tally)
-
-
-class EvalStream(IterableDataset):
-    """One eval set, every sample exactly once across ranks and workers, in a stable order.
-
-    The last batch of each worker is held back until its stream ends so that it carries every skip counted.
-    """
-
-    def __init__(self, plan: SourcePlan, seed: int, rank: int | None = None, world_size: int | None = None) -> None:
-        self.plan, self.seed, self.rank, self.world_size = plan, seed, rank, world_size
-
-    def __iter__(self) -> Iterator[Batch]:
-        slot = current_slot(self.rank, self.world_size)
-        tally = DataTally()
-        rng = random.Random(f"{self.seed}/{self.plan.name}/{slot.index}")
-        samples = finite_samples(self.plan.shards, self.plan.read, slot, tally)
-        held: Batch | None = None
-        for batch in self.plan.batches(samples, rng, tally, per_sample_seed=f"{self.seed}/{self.plan.name}"):
-            if held is not None:
-                yield _stamp(held, tally)
-            held = batch
-        if held is not None:
-            yield _stamp(held, tally)
-        elif tally.total:
-            log.warning("Eval set %s (reader %s) gave no batch; skipped %s", self.plan.name, slot, dict(tally.total))
+    augment: list[dict[str, Any]] | None = None
 
 
 class _TrainLoader(DataLoader):
@@ -229,7 +127,8 @@ class SpeechTextDataModule(L.LightningDataModule):
         seed: seeds shard draws, shuffling, bucketing and transforms.
         batches_per_epoch: training batches per rank per epoch (the training stream is endless).
         shuffle_buffer: raw samples per source held for shuffling in training.
-        duration_scan: samples whose metadata durations are read to estimate bucket boundaries.
+        duration_scan: samples whose metadata are read to estimate bucket edges (durations; with two-dimensional
+            buckets, also token counts, by encoding the conversation).
     """
 
     def __init__(
@@ -267,6 +166,7 @@ class SpeechTextDataModule(L.LightningDataModule):
             duration_scan,
         )
         self._check_config()
+        self._augment = self._augmentations()
         self._formatter: ChatFormatter | None = None
         self._train_stream: TrainStream | None = None
         self._epoch, self._consumed, self._started = 0, 0, False
@@ -279,12 +179,28 @@ class SpeechTextDataModule(L.LightningDataModule):
         for name, spec in self.train_specs.items():
             if spec.train_on not in TRAIN_ON:
                 raise ConfigError(f"data.train.{name}.train_on must be one of {TRAIN_ON}, got {spec.train_on!r}.")
+        for key, specs in (("val", self.val_specs), ("test", self.test_specs), ("predict", self.predict_specs)):
+            for name, spec in specs.items():
+                if spec.augment:
+                    raise ConfigError(
+                        f"data.{key}.{name}.augment: evaluation sets are never augmented; remove it, or augment the "
+                        "training source instead (data.train.<name>.augment)."
+                    )
         weights = {name: spec.weight for name, spec in self.train_specs.items()}
         if self.train_specs and (any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0):
             raise ConfigError(
                 f"data.train weights {weights} must be >= 0 and sum to > 0; set data.train.<name>.weight, "
                 "e.g. 0.85 for speech and 0.15 for text."
             )
+
+    def _augmentations(self) -> dict[str, Augmentation]:
+        """Each augmented train source's chain, validated now so that a bad entry stops the run before it starts."""
+        chains = {}
+        for name, spec in self.train_specs.items():
+            if spec.augment:
+                key, limit = f"data.train.{name}.augment", self._read_limit(spec)
+                chains[name] = Augmentation.from_config(spec.augment, key, self.sample_rate, limit)
+        return chains
 
     # --- names and shared pieces ------------------------------------------------------------------------------------
 
@@ -319,22 +235,23 @@ class SpeechTextDataModule(L.LightningDataModule):
             shards = resolve_shards(spec.shards)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"data.{key}.{name}.shards: {err}") from err
-        limit = min(x for x in (self.read.max_duration, spec.batching.max_duration, float("inf")) if x is not None)
-        read = ReadConfig(self.sample_rate, None if limit == float("inf") else limit, self.read.on_too_long)
+        read = ReadConfig(self.sample_rate, self._read_limit(spec), self.read.on_too_long)
         train_on = getattr(spec, "train_on", "assistant")
         encoder = SampleEncoder(self.formatter, self.sample_rate, generate, spec.transform, train_on)
         tokenizer = self.formatter.tokenizer
         pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-        return SourcePlan(name, shards, read, encoder, spec.batching, self._boundaries(name, spec, shards), pad_id)
+        grid = source_grid(f"data.{key}.{name}", spec.batching, shards, encoder, self.duration_scan)
+        augment = self._augment.get(name) if key == "train" else None
+        return SourcePlan(name, shards, read, encoder, spec.batching, grid, pad_id, augment)
 
-    def _boundaries(self, name: str, spec: SourceSpec | EvalSetSpec, shards: list[ShardInfo]) -> list[float]:
-        batching = spec.batching
-        if not batching.bucketing or batching.boundaries is not None:
-            return sorted(batching.boundaries or [])
-        durations = peek_durations(shards, self.duration_scan)
-        if not durations:
-            log.warning("%s: no sample durations in the metadata; bucketing with a single bucket.", name)
-        return estimate_boundaries(durations, batching.num_buckets)
+    def source_plan(self, name: str) -> SourcePlan:
+        """The resolved plan of train source `name` (shards, encoder, buckets), exactly as its stream would use it."""
+        return self._plan("train", name, self.train_specs[name], False)
+
+    def _read_limit(self, spec: SourceSpec | EvalSetSpec) -> float | None:
+        """The longest sample a source keeps, in seconds: data.max_duration lowered by its batching.max_duration."""
+        limits = [x for x in (self.read.max_duration, spec.batching.max_duration) if x is not None]
+        return min(limits) if limits else None
 
     def _loader(self, dataset: IterableDataset, loader_class: type[DataLoader] = DataLoader) -> DataLoader:
         workers = self.num_workers

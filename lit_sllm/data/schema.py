@@ -55,6 +55,7 @@ class Sample:
         prompts: the task prompt each teacher response answers, by task name.
         teacher_turns: the same conversation with the transcript in place of the speech, set by a transform for
             logit distillation (collated into `batch.extras["teacher"]`).
+        augmented: names of the augmentation transforms applied to the audio, in order (counted per batch).
     """
 
     key: str
@@ -68,6 +69,7 @@ class Sample:
     source: str = ""
     prompts: dict[str, str] = field(default_factory=dict)
     teacher_turns: list[dict] | None = None
+    augmented: list[str] = field(default_factory=list)
 
 
 def _check_part(part: Any, where: str, fail: Callable[..., SchemaError]) -> dict[str, str]:

@@ -14,9 +14,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
-from lit_sllm.config_errors import load_pretrained
-from lit_sllm.models.config import init_args_of
+from lit_sllm.config_errors import ConfigError, load_pretrained
+from lit_sllm.models.config import component_config, init_args_of
 from lit_sllm.models.features import LogMelFeatures, lengths_to_mask, normalize_waveform
+from lit_sllm.models.spec_augment import SpecAugment
 
 
 class SpeechEncoder(nn.Module):
@@ -32,6 +33,11 @@ class SpeechEncoder(nn.Module):
         """Init args that rebuild this encoder's architecture from files under `folder` alone (weights are saved
         beside them by the exporter), so an export does not depend on the original checkpoint path."""
         return {k: v for k, v in self.init_args.items() if k != "checkpoint"}
+
+
+def _config_of(module: nn.Module | None) -> dict | None:
+    """A sub-component's config as init args record it, so that the encoder's own config stays plain data."""
+    return None if module is None else component_config(module)
 
 
 def padding_bias(lengths: Tensor, max_len: int, dtype: torch.dtype) -> Tensor:
@@ -82,6 +88,7 @@ class HFSpeechEncoder(SpeechEncoder):
             count parameters).
         normalize_waveform: zero-mean/unit-variance input for the wav2vec2 family (as their feature extractors do).
         trust_remote_code: passed to transformers; keep off unless the checkpoint needs it.
+        spec_augment: masks on the log-mel features while training (Whisper only; off when null).
     """
 
     def __init__(
@@ -90,8 +97,9 @@ class HFSpeechEncoder(SpeechEncoder):
         load_weights: bool = True,
         normalize_waveform: bool = True,
         trust_remote_code: bool = False,
+        spec_augment: SpecAugment | None = None,
     ) -> None:
-        self_args = init_args_of(locals())
+        self_args = init_args_of(locals()) | {"spec_augment": _config_of(spec_augment)}
         super().__init__()
         self.init_args = self_args
         config = load_pretrained(
@@ -113,11 +121,20 @@ class HFSpeechEncoder(SpeechEncoder):
         self.features = (
             LogMelFeatures(n_mels=config.num_mel_bins, whisper_scaling=True) if self.model_type == "whisper" else None
         )
+        if spec_augment is not None and self.features is None:
+            raise ConfigError(
+                f"model.init_args.encoder.init_args.spec_augment: {name_or_path} is a {self.model_type} encoder, "
+                "which reads waveforms, not log-mel features; remove spec_augment (its own config's mask_time_prob "
+                "masks its hidden features)."
+            )
+        self.spec_augment = spec_augment
 
     def forward(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(N, S) waveforms at 16 kHz -> (N, T, D) frames and (N,) valid frame counts."""
         if self.features is not None:
             features, lengths = self.features(audio, audio_lengths)  # (N, M, T)
+            if self.spec_augment is not None:
+                features = self.spec_augment(features, lengths)
             return _whisper_forward(self.model, features.to(self.model.conv1.weight.dtype), lengths)
         if self.normalize:
             audio = normalize_waveform(audio, audio_lengths)
@@ -151,6 +168,7 @@ class ConformerEncoder(SpeechEncoder):
         kernel_size: depthwise convolution kernel.
         dropout: dropout inside the Conformer.
         checkpoint: folder written by `save_pretrained` to load weights from (its config must match).
+        spec_augment: masks on the log-mel features while training (off when null).
     """
 
     def __init__(
@@ -163,8 +181,9 @@ class ConformerEncoder(SpeechEncoder):
         kernel_size: int = 15,
         dropout: float = 0.1,
         checkpoint: str | None = None,
+        spec_augment: SpecAugment | None = None,
     ) -> None:
-        self_args = init_args_of(locals())
+        self_args = init_args_of(locals()) | {"spec_augment": _config_of(spec_augment)}
         super().__init__()
         self.init_args = self_args
         from torchaudio.models import Conformer
@@ -179,11 +198,14 @@ class ConformerEncoder(SpeechEncoder):
             nn.GELU(),
         )
         self.conformer = Conformer(d_model, num_heads, ffn_dim, num_layers, kernel_size, dropout=dropout)
+        self.spec_augment = spec_augment
         if checkpoint is not None:
             self.load_state_dict(load_file(str(Path(checkpoint) / "model.safetensors")))
 
     def forward(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
         features, lengths = self.features(audio, audio_lengths)  # (N, M, T)
+        if self.spec_augment is not None:
+            features = self.spec_augment(features, lengths)
         hidden = self.subsample(features).transpose(1, 2)  # (N, T/4, D)
         for _ in range(2):
             lengths = (lengths - 1) // 2 + 1
@@ -194,7 +216,7 @@ class ConformerEncoder(SpeechEncoder):
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        config = {k: v for k, v in self.init_args.items() if k != "checkpoint"}
+        config = {k: v for k, v in self.init_args.items() if k not in ("checkpoint", "spec_augment")}  # training-only
         (folder / "config.json").write_text(json.dumps(config, indent=2))
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "model.safetensors"))
 

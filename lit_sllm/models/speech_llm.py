@@ -22,6 +22,7 @@ from lit_sllm.models.config import component_config
 from lit_sllm.models.encoders import SpeechEncoder
 from lit_sllm.models.freezing import Trainable, apply_trainable
 from lit_sllm.models.llm import LLMSpec, LoraSpec, add_lora, load_llm, load_tokenizer
+from lit_sllm.models.spec_augment import SpecAugment
 from lit_sllm.models.splice import Spliced, splice_audio
 
 
@@ -122,10 +123,14 @@ class SpeechLLM(nn.Module):
         yield
 
     def train(self, mode: bool = True) -> SpeechLLM:
-        """Frozen components stay in eval mode (no dropout, fixed norm statistics) while the rest trains."""
+        """Frozen components stay in eval mode (no dropout, fixed norm statistics) while the rest trains; SpecAugment
+        follows the model's mode even inside a frozen encoder, so what trains after it sees masked features."""
         super().train(mode)
         if not self.trainable.encoder:
             self.encoder.eval()
+            for module in self.encoder.modules():
+                if isinstance(module, SpecAugment):
+                    module.train(mode)
         if not (self.trainable.llm or (self.trainable.lora and self.has_lora)):
             self.llm.eval()
         return self

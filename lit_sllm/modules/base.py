@@ -248,6 +248,8 @@ class SpeechLLMModule(L.LightningModule):
     def _log_data_stats(self, batch: Batch) -> None:
         for reason, count in batch.extras.get("skipped", {}).items():
             self.log(f"data/skipped/{reason}", float(count), reduce_fx="sum", batch_size=batch.size)
+        for transform, count in batch.extras.get("augment", {}).items():
+            self.log(f"data/augment/{transform}", float(count), reduce_fx="sum", batch_size=batch.size)
         if "padding_ratio" in batch.extras:
             self.log(f"data/{batch.source}/padding_ratio", float(batch.extras["padding_ratio"]), batch_size=batch.size)
 

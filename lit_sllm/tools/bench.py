@@ -1,7 +1,7 @@
 """`lit-sllm bench NAME ...`: run benchmarks and write `<out>/NAME.json` (figures, goal, machine, versions, commit).
 
-Names: padding, data, step, kd, startup (CPU; `cpu` runs all five) and gpu (skipped without a CUDA GPU). `--quick`
-runs tiny sizes (the smoke test); `--table` prints the README tables of the results in `--out`.
+Names: padding, data, augment, step, kd, startup (CPU; `cpu` runs all six) and gpu (skipped without a CUDA GPU).
+`--quick` runs tiny sizes (the smoke test); `--table` prints the README tables of the results in `--out`.
 """
 
 from __future__ import annotations

@@ -43,11 +43,37 @@ def run_chat(args: argparse.Namespace) -> Any:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    """Prints the report; always exits 0, since bad members are part of what is reported."""
+    """Prints the report; always exits 0, since bad members are part of what is reported. With --augment, writes
+    augmented examples instead (exit 1 when the config gives none)."""
+    if args.augment:
+        return run_inspect_augment(args)
+    if not args.shards:
+        print("lit-sllm data inspect: give shards to inspect, or --augment YAML.", file=sys.stderr)
+        return 2
     from lit_sllm.data.inspect import format_report, inspect_shards
 
     report = inspect_shards(args.shards, sample_rate=args.sample_rate)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def run_inspect_augment(args: argparse.Namespace) -> int:
+    from lit_sllm.config_errors import ConfigError
+    from lit_sllm.data.inspect_augment import write_examples
+
+    try:
+        result = write_examples(args.augment, args.out, args.source, args.examples, args.each, args.seed)
+    except (ConfigError, OSError, ImportError) as err:
+        print(f"lit-sllm data inspect: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for example in result["examples"]:
+        before, after = example["seconds"]
+        applied = ", ".join(example["applied"]) or "nothing"
+        print(f"{example['key']}: {applied} ({before:.2f} s -> {after:.2f} s) -> {example['augmented']}")
+    print(f"spectrograms of source {result['source']}: {result['png']}")
     return 0
 
 
@@ -109,8 +135,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     chat.add_argument("--sample-rate", type=int, default=16000, help="TTS output rate in Hz")
     chat.add_argument("--seed", type=int, default=0, help="seed of the probabilistic speech-turn pick")
     chat.set_defaults(func=reporting(run_chat))
-    inspect = commands.add_parser("inspect", help="count samples, hours, tasks and skipped members of a shard set")
-    inspect.add_argument("shards", nargs="+", help="a directory, index.json, glob, brace pattern or pipe: URL")
+    inspect = commands.add_parser(
+        "inspect", help="count samples, hours, tasks and skipped members of a shard set, or hear its augmentation"
+    )
+    inspect.add_argument("shards", nargs="*", help="a directory, index.json, glob, brace pattern or pipe: URL")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     inspect.add_argument("--sample-rate", type=int, default=16000, help="rate audio is decoded at (Hz)")
+    augment = inspect.add_argument_group("augmented examples (WAVs before/after and a spectrogram PNG)")
+    augment.add_argument(
+        "--augment", action="append", metavar="YAML", help="experiment YAML with data.train.<name>.augment (repeat "
+        "to compose, as with `lit-sllm fit --config`)"
+    )  # fmt: skip
+    augment.add_argument("--source", default=None, help="train source to show (default: the first augmented one)")
+    augment.add_argument("--out", default="augment_examples", help="folder for the WAVs and spectrograms.png")
+    augment.add_argument("--examples", type=int, default=4, help="samples to show")
+    augment.add_argument("--each", action="store_true", help="every transform alone (p=1), one sample each")
+    augment.add_argument("--seed", type=int, default=0, help="seed of the draws")
     inspect.set_defaults(func=run_inspect)
+    from lit_sllm.tools import tune_batches  # imports nothing heavy at module level
+
+    tune_batches.add_parser(commands)
