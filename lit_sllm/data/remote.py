@@ -57,10 +57,30 @@ def is_remote(url: str) -> bool:
     return url.startswith("pipe:") or ("://" in url and not url.startswith("file://"))
 
 
-def open_stream(url: str, timeout_s: float) -> IO[bytes]:
+class _WholeBody:
+    """An HTTP response body that raises `IncompleteRead` when it ends before its Content-Length (http.client's
+    `read(n)` returns b"" there, and a tar cut at a member boundary would end as if complete)."""
+
+    def __init__(self, response: http.client.HTTPResponse) -> None:
+        self.response = response
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.response.read(None if size < 0 else size)
+        if not data and size != 0 and self.response.length:
+            raise http.client.IncompleteRead(b"", self.response.length)
+        return data
+
+    def __enter__(self) -> _WholeBody:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.response.close()
+
+
+def open_stream(url: str, timeout_s: float) -> IO[bytes] | _WholeBody:
     """A binary stream of the shard: http(s) through urllib (timeouts bound every wait), the rest through webdataset."""
     if url.startswith(HTTP_SCHEMES):
-        return urllib.request.urlopen(url, timeout=timeout_s)  # noqa: S310 - the user's own shard URL
+        return _WholeBody(urllib.request.urlopen(url, timeout=timeout_s))  # noqa: S310 - the user's own shard URL
     return gopen(url, "rb")
 
 
