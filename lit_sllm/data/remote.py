@@ -11,7 +11,6 @@ counted, as a truncated local tar is. HTTP is read with the standard library, wh
 from __future__ import annotations
 
 import http.client
-import logging
 import tarfile
 import time
 import urllib.error
@@ -22,8 +21,6 @@ from typing import IO, Any, Protocol
 
 from webdataset import gopen
 from webdataset.tariterators import base_plus_ext
-
-log = logging.getLogger(__name__)
 
 RawSample = dict[str, Any]  # {"__key__", "__url__", "<ext>": bytes, ...}
 HTTP_SCHEMES = ("http://", "https://")
