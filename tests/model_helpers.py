@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from functools import partial
 from pathlib import Path
 
@@ -117,10 +120,6 @@ class StepLog(L.Callback):
         self.folder, self.hold_s = folder, hold_s
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        import json
-        import os
-        import time
-
         restart = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         record = {
