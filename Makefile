@@ -9,7 +9,7 @@ LOCK := requirements/lock.txt
 # --no-build-isolation: the project builds with the locked setuptools instead of the newest one
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --no-build-isolation -c $(LOCK)
 
-.PHONY: demo test lint lock claims venv venv-dev clean
+.PHONY: demo test test-cluster lint lock claims venv venv-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: venv-dev
 	$(BIN)/python requirements/lock.py check
 	$(BIN)/ruff check lit_sllm tests requirements
 	$(BIN)/pytest
+
+# only the tests on servers started on 127.0.0.1 (part of `make test` too): a local SLURM cluster (needs root and
+# Debian's slurm-wlm and munge, which .ci/run installs), moto's S3 and HTTP shard servers
+test-cluster: venv-dev
+	$(BIN)/pytest -m cluster
 
 lint: venv-dev
 	$(BIN)/ruff check lit_sllm tests requirements

@@ -12,6 +12,7 @@ import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lit_sllm.callbacks.progress import step_bar_for
+from lit_sllm.callbacks.requeue import RequeueAtStepEnd
 from lit_sllm.callbacks.run_dir import run_dir
 from lit_sllm.config_errors import ConfigError, explain_parse_error
 from lit_sllm.modules.base import SpeechLLMModule
@@ -54,8 +55,9 @@ def chat_template_kwargs_of(llm: Any) -> dict[str, Any] | None:
 
 
 class LitSLLMCLI(LightningCLI):
-    """LightningCLI with the suite's defaults: omegaconf interpolation, any recipe by class_path, and the data's
-    tokenizer and chat template taken from the model's LLM so the two can never disagree."""
+    """LightningCLI with the suite's defaults: omegaconf interpolation, any recipe by class_path, the data's
+    tokenizer and chat template taken from the model's LLM so the two can never disagree, and SLURM requeues saved
+    between steps."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.init_args.llm", "data.init_args.tokenizer", compute_fn=tokenizer_of)
@@ -72,6 +74,7 @@ class LitSLLMCLI(LightningCLI):
             subclass_mode_data=True,
             save_config_callback=SaveConfigWithGit,
             save_config_kwargs={"overwrite": True},
+            trainer_defaults={"callbacks": [RequeueAtStepEnd()]},  # added to every trainer's callbacks
             parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
             auto_configure_optimizers=False,
             args=args,

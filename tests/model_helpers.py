@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from functools import partial
 from pathlib import Path
 
@@ -103,3 +106,30 @@ class KeyRecorder(L.Callback):
             path = Path(self.folder) / f"val_keys.rank{trainer.global_rank}.json"
             path.write_text(json.dumps(self.keys))
         self.keys = []
+
+
+class StepLog(L.Callback):
+    """Appends one JSON line per training step to `<folder>/steps.rank<r>.jsonl`: the step, the batch's sample keys and
+    loss, and where it ran (SLURM node, restart count). For no-batch-twice, none-skipped and same-loss checks.
+
+    With `LIT_SLLM_TEST_HOLD_AT=<step>` in the environment, a job's first run (SLURM restart 0) waits at the end of that
+    step, for at most `hold_s`, until the requeue signal has arrived: the signal then lands at a known step.
+    """
+
+    def __init__(self, folder: str, hold_s: float = 150.0) -> None:
+        self.folder, self.hold_s = folder, hold_s
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        restart = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        record = {
+            "step": trainer.global_step, "keys": list(batch.keys), "source": batch.source, "loss": float(loss),
+            "restart": restart, "node": os.environ.get("SLURMD_NODENAME"), "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+        }  # fmt: skip
+        with open(Path(self.folder) / f"steps.rank{trainer.global_rank}.jsonl", "a") as log:
+            log.write(json.dumps(record) + "\n")
+        if restart == 0 and str(trainer.global_step) == os.environ.get("LIT_SLLM_TEST_HOLD_AT"):
+            deadline = time.monotonic() + self.hold_s
+            while time.monotonic() < deadline and not any(getattr(c, "pending", False) for c in trainer.callbacks):
+                time.sleep(0.1)

@@ -16,6 +16,7 @@ from lit_sllm.data.inspect import inspect_shards
 from lit_sllm.data.pipeline import (
     DataTally,
     ReadConfig,
+    RetryPolicy,
     Slot,
     finite_samples,
     infinite_samples,
@@ -233,8 +234,9 @@ def test_unreadable_shards_are_counted_and_the_rest_streams(tmp_path):
     keys = speech_set(tmp_path, shards=1, per_shard=2)
     shards = resolve_shards([f"pipe:cat {tmp_path}/missing.tar", str(tmp_path / "s-000000.tar")])
     tally = DataTally()
-    assert keys_of(finite_samples(shards, ReadConfig(), Slot(), tally)) == keys
-    assert dict(tally.total) == {"unreadable_shard": 1}
+    read = ReadConfig(retry=RetryPolicy(attempts=2, wait_s=0.0))
+    assert keys_of(finite_samples(shards, read, Slot(), tally)) == keys
+    assert dict(tally.total) == {"unreadable_shard": 1} and tally.retries == 1  # a failed pipe is tried once more
 
 
 def test_teacher_prompts_and_responses_reach_the_sample(tmp_path):

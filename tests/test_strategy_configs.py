@@ -195,3 +195,9 @@ def test_sbatch_resumes_from_the_newest_checkpoint(path, tmp_path, tiny_model):
         os.utime(newer, (2_000_000, 2_000_000))
         args, _ = run_template(path, tmp_path, tiny_model, RUN_DIR=str(run_dir))
         assert args[args.index("--ckpt_path") + 1] == str(newer)
+
+
+@pytest.mark.parametrize("path", SBATCH, ids=lambda p: p.name)
+def test_sbatch_on_cpu_only_nodes_starts_one_process_per_task(path, tmp_path, tiny_model):
+    args, _ = run_template(path, tmp_path, tiny_model, SLURM_GPUS_ON_NODE="", SLURM_NTASKS_PER_NODE="3")
+    assert args[args.index("--trainer.devices") + 1] == "3"  # --gpus-per-node=0 leaves SLURM_GPUS_ON_NODE unset

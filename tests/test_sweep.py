@@ -82,3 +82,11 @@ def test_shipped_sweeps_expand_into_runs_whose_overrides_resolve(monkeypatch, ca
         # the first run's overrides are accepted by the CLI as they stand
         assert main([*commands[0][1:], "--print_config"]) == 0
     capsys.readouterr()
+
+
+def test_overrides_are_added_to_every_run(tmp_path, capsys):
+    (tmp_path / "grid.yaml").write_text(GRID)
+    argv = ["sweep", str(tmp_path / "grid.yaml"), "--dry-run", "--override", "trainer.max_steps=3"]
+    assert main([*argv, "--override", "data.num_workers=0"]) == 0
+    lines = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 4 and all(line[-2:] == ["--trainer.max_steps=3", "--data.num_workers=0"] for line in lines)

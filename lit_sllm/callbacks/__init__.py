@@ -1,1 +1,1 @@
-"""Callbacks: text-only forgetting, sample tables, throughput."""
+"""Callbacks: text-only forgetting, sample tables, throughput, SLURM requeue between steps."""

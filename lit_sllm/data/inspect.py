@@ -48,6 +48,7 @@ def inspect_shards(spec: str | Sequence[str], sample_rate: int = 16000) -> dict[
         "durations": histogram,
         "skipped": dict(sorted(tally.total.items())),
         "clipped": tally.clipped,
+        "retries": tally.retries,
     }
 
 
@@ -55,6 +56,8 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as an aligned text table."""
     lines = [f"{'shards':<24}{report['shards']:>10}", f"{'samples':<24}{report['samples']:>10}"]
     lines.append(f"{'hours':<24}{report['hours']:>10.3f}")
+    if report.get("retries"):
+        lines.append(f"{'remote re-reads':<24}{report['retries']:>10}")
     sections = (("task", report["tasks"]), ("duration", report["durations"]), ("skipped", report["skipped"]))
     for title, counts in sections:
         lines.append(f"{title}:" + ("" if counts else " none"))

@@ -11,7 +11,6 @@ import glob
 import json
 import logging
 import random
-import tarfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,16 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from webdataset import gopen
 from webdataset.shardlists import expand_urls
-from webdataset.tariterators import base_plus_ext
 
 from lit_sllm.data.audio import decode_audio, resample
+from lit_sllm.data.remote import HTTP_SCHEMES, RawSample, RetryPolicy, fetch_text, read_shard
 from lit_sllm.data.schema import Sample, SchemaError, audio_part_names, parse_meta
 
 log = logging.getLogger(__name__)
 
-RawSample = dict[str, Any]  # {"__key__", "__url__", "<ext>": bytes, ...}
 TOO_LONG_POLICIES = ("drop", "clip")
 
 
@@ -43,18 +40,20 @@ class ShardInfo:
 
 @dataclass(frozen=True)
 class ReadConfig:
-    """How samples are decoded.
+    """How shards are read and samples decoded.
 
     Attributes:
         sample_rate: every clip is resampled to this rate (Hz).
         max_duration: longest sample kept, in seconds of audio summed over its clips; None keeps all.
         on_too_long: "drop" skips a longer sample (counted as `too_long`); "clip" shortens every clip in
             proportion so the total fits (counted in `clipped`).
+        retry: how often and how patiently a remote shard is re-read before it is skipped.
     """
 
     sample_rate: int = 16000
     max_duration: float | None = None
     on_too_long: str = "drop"
+    retry: RetryPolicy = RetryPolicy()
 
     def __post_init__(self) -> None:
         if self.on_too_long not in TOO_LONG_POLICIES:
@@ -65,10 +64,10 @@ class ReadConfig:
 
 @dataclass
 class DataTally:
-    """Counts skipped samples by reason (and clipped ones), in total and since the last `take`.
+    """Counts skipped samples by reason (and clipped ones), in total and since the last `take`, and remote re-reads.
 
     The first `warn_limit` skips of each reason are logged with their full message, so a user can find and fix
-    the sample; the rest are only counted.
+    the sample; the rest are only counted. Every re-read of a remote shard is logged.
     """
 
     warn_limit: int = 3
@@ -76,12 +75,17 @@ class DataTally:
     pending: Counter = field(default_factory=Counter)
     clipped: int = 0
     pending_clipped: int = 0
+    retries: int = 0
 
     def skip(self, reason: str, detail: str) -> None:
         self.total[reason] += 1
         self.pending[reason] += 1
         if self.total[reason] <= self.warn_limit:
             log.warning("Skipped (%s): %s", reason, detail)
+
+    def retry(self, detail: str) -> None:
+        self.retries += 1
+        log.warning("Retrying: %s", detail)
 
     def clip(self) -> None:
         self.clipped += 1
@@ -99,11 +103,15 @@ class DataTally:
 
 
 def read_index(path: str | Path) -> list[ShardInfo]:
-    """Shards of an index.json (`{"shards": [{"path", "samples", "hours"}, ...]}`); paths are relative to it."""
-    path = Path(path)
+    """Shards of an index.json (`{"shards": [{"path", "samples", "hours"}, ...]}`); paths are relative to it.
+
+    `path` may be an http(s) URL: the shards are then URLs beside it.
+    """
+    remote = str(path).startswith(HTTP_SCHEMES)
     try:
-        entries = json.loads(path.read_text())["shards"]
-        return [ShardInfo(str(path.parent / e["path"]), e.get("samples"), e.get("hours")) for e in entries]
+        entries = json.loads(fetch_text(str(path)) if remote else Path(path).read_text())["shards"]
+        folder = str(path).rsplit("/", 1)[0] + "/" if remote else f"{Path(path).parent}/"
+        return [ShardInfo(folder + e["path"], e.get("samples"), e.get("hours")) for e in entries]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(
             f"Cannot read the shard index {path}: {err!r}. It must be JSON with a 'shards' list of "
@@ -112,6 +120,8 @@ def read_index(path: str | Path) -> list[ShardInfo]:
 
 
 def _resolve_one(spec: str) -> list[ShardInfo]:
+    if spec.startswith(HTTP_SCHEMES) and spec.endswith(".json"):
+        return read_index(spec)
     if spec.startswith("pipe:") or "://" in spec:
         return [ShardInfo(url) for url in expand_urls(spec)]
     path = Path(spec)
@@ -135,7 +145,8 @@ def resolve_shards(spec: str | Sequence[str]) -> list[ShardInfo]:
 
     Args:
         spec: one or a list of: a directory (its index.json, else its *.tar), an index.json, a glob, a brace
-            pattern (`x-{000000..000009}.tar`), a local path, or a `pipe:` URL (`pipe:aws s3 cp s3://b/x.tar -`).
+            pattern (`x-{000000..000009}.tar`), a local path, a `pipe:` URL (`pipe:aws s3 cp s3://b/x.tar -`), an
+            http(s) URL of a shard, or of an index.json.
 
     Raises:
         FileNotFoundError: when nothing matches, or a named file is missing.
@@ -181,36 +192,6 @@ def current_slot(rank: int | None = None, world_size: int | None = None) -> Slot
 
 
 # --- reading ----------------------------------------------------------------------------------------------------
-
-
-def read_shard(url: str, tally: DataTally) -> Iterator[RawSample]:
-    """Raw samples of one tar shard, grouped by key; a truncated or unreadable shard is counted and ends early.
-
-    The sample being read when a shard breaks off is dropped with it (it may be missing members).
-    """
-    current: RawSample | None = None
-    try:
-        with gopen(url, "rb") as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for member in tar:
-                key, ext = base_plus_ext(member.name) if member.isreg() else (None, None)
-                if key is None:
-                    continue
-                if current is not None and current["__key__"] != key:
-                    yield current  # complete: a tar holds each key's members together
-                    current = None
-                current = current or {"__key__": key, "__url__": url}
-                current[ext.lower()] = tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError) as err:
-        lost = f" (sample {current['__key__']} lost)" if current else ""
-        tally.skip("truncated_tar", f"shard {url} breaks off: {err}{lost}. Fix: rewrite or re-copy the shard.")
-        return
-    except (OSError, ValueError) as err:
-        if isinstance(err.__context__, GeneratorExit):
-            return  # the reader stopped early and closed the pipe: its exit status says nothing about the data
-        tally.skip("unreadable_shard", f"cannot read shard {url}: {err}. Fix: check the path, URL or pipe command.")
-        return
-    if current is not None:
-        yield current
 
 
 def shuffled(items: Iterable[Any], size: int, rng: random.Random) -> Iterator[Any]:
@@ -334,22 +315,24 @@ def finite_samples(shards: Sequence[ShardInfo], config: ReadConfig, slot: Slot, 
     every shard and keeps every `count`-th sample, and shard-level problems are counted by slot 0 only.
     """
     if len(shards) >= slot.count:
-        raws = (raw for shard in shards[slot.index :: slot.count] for raw in read_shard(shard.url, tally))
+        raws = (raw for shard in shards[slot.index :: slot.count] for raw in read_shard(shard.url, tally, config.retry))
         yield from _decoded(raws, config, tally)
         return
     shard_tally = tally if slot.index == 0 else DataTally(warn_limit=0)
-    raws = (raw for shard in shards for raw in read_shard(shard.url, shard_tally))
+    raws = (raw for shard in shards for raw in read_shard(shard.url, shard_tally, config.retry))
     mine = (raw for index, raw in enumerate(raws) if index % slot.count == slot.index)
     yield from _decoded(mine, config, tally)
 
 
-def _drawn_shards(shards: Sequence[ShardInfo], rng: random.Random, tally: DataTally) -> Iterator[RawSample]:
+def _drawn_shards(
+    shards: Sequence[ShardInfo], rng: random.Random, tally: DataTally, retry: RetryPolicy
+) -> Iterator[RawSample]:
     weights = [s.samples for s in shards] if all(s.samples for s in shards) else None
     empty_in_a_row, patience = 0, 3 * len(shards) + 10
     while empty_in_a_row < patience:
         shard = rng.choices(shards, weights=weights)[0]
         empty_in_a_row += 1
-        for raw in read_shard(shard.url, tally):
+        for raw in read_shard(shard.url, tally, retry):
             empty_in_a_row = 0
             yield raw
     raise RuntimeError(
@@ -374,7 +357,7 @@ def infinite_samples(
     Raises:
         RuntimeError: when the shards yield nothing, or `max_bad_in_a_row` samples in a row are unusable.
     """
-    raws = shuffled(_drawn_shards(shards, rng, tally), shuffle_buffer, rng)
+    raws = shuffled(_drawn_shards(shards, rng, tally, config.retry), shuffle_buffer, rng)
     yield from _decoded(raws, config, tally, max_bad_in_a_row)
 
 

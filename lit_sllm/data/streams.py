@@ -69,11 +69,19 @@ def _stamp(batch: Batch, tally: DataTally) -> Batch:
     return batch
 
 
+def _share(batches: int, workers: int, worker: int) -> int:
+    """How many of `batches` handed out round-robin over `workers` fall to `worker`."""
+    return batches // workers + int(worker < batches % workers)
+
+
 class TrainStream(IterableDataset):
     """Endless mixed training batches; one epoch is `batches_per_epoch` batches per rank, split over workers.
 
-    Each (epoch, resume point, rank, worker) seeds its own random stream, so ranks differ and never run dry.
-    Augmentation is seeded per sample instead (see `lit_sllm.data.augment`).
+    Each (epoch, rank, worker) seeds its own random stream, so ranks differ and never run dry. A resumed epoch
+    (`skip` batches already trained on) continues the very sequence an uninterrupted run would have read: each worker
+    rebuilds its stream from the epoch's start and passes over the batches already consumed (data work only, at most
+    one epoch's worth), and worker j takes the part of worker (skip + j) mod W, so the DataLoader's round-robin order
+    goes on where it stopped. Augmentation is seeded per sample instead (see `lit_sllm.data.augment`).
     """
 
     def __init__(
@@ -96,9 +104,12 @@ class TrainStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Batch]:
         slot = current_slot(self.rank, self.world_size)
-        remaining = max(0, self.batches_per_epoch - self.skip)
-        share = remaining // slot.num_workers + int(slot.worker < remaining % slot.num_workers)
-        base = f"{self.seed}/{self.epoch}/{self.skip}/{slot.rank}/{slot.worker}"
+        workers, skip = slot.num_workers, min(self.skip, self.batches_per_epoch)
+        part = (skip + slot.worker) % workers  # the worker whose batches this one continues
+        done, share = _share(skip, workers, part), _share(self.batches_per_epoch, workers, part)
+        if done:
+            log.info("Resuming epoch %d: reader %s passes over the %d batches trained on", self.epoch, slot, done)
+        base = f"{self.seed}/{self.epoch}/0/{slot.rank}/{part}"
         tally = DataTally()
         streams = {}
         for name, plan in self.plans.items():
@@ -107,7 +118,11 @@ class TrainStream(IterableDataset):
             if plan.augment is not None:
                 samples = plan.augment.stream(samples, f"{self.seed}/{self.epoch}/{name}")
             streams[name] = plan.batches(samples, rng, tally)
-        for _, batch in itertools.islice(mix(streams, self.weights, random.Random(f"{base}/mix")), share):
+        mixed = itertools.islice(mix(streams, self.weights, random.Random(f"{base}/mix")), share)
+        for index, (_, batch) in enumerate(mixed):
+            if index < done:
+                tally.take()  # the interrupted run counted (and logged) these skips already
+                continue
             yield _stamp(batch, tally)
 
 

@@ -5,6 +5,7 @@ cartesian product of every parameter's `values`; `method: random` draws `--count
 `run_cap`) from `values` and distributions, seeded. `command` follows W&B's macros (`${env}`, `${interpreter}`,
 `${program}`, `${args}`, `${args_no_hyphens}`); each parameter becomes a `--key=value` override of
 `lit-sllm fit`. Every run gets `LIT_SLLM_RUN_NAME=<sweep>-<index>` in its environment for the logger's name.
+`--override KEY=VALUE` adds `--KEY=VALUE` to every run (`--override trainer.max_steps=3`: a short trial of the sweep).
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def slurm_array(name: str, commands: list[list[str]], template: str | None) -> s
 def run(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.file)
     name = sweep.get("name") or Path(args.file).stem
-    commands = [command_for(sweep, r) for r in expand(sweep, args.count, args.seed)]
+    extra = [f"--{override}" for override in args.override]
+    commands = [command_for(sweep, r) + extra for r in expand(sweep, args.count, args.seed)]
     if args.slurm:
         script = slurm_array(name, commands, args.sbatch_template)
         if args.dry_run:
@@ -147,4 +149,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sbatch-template", help="sbatch header with #SBATCH lines; {name} is replaced")
     parser.add_argument("--count", type=int, help="runs of a random sweep (default: run_cap)")
     parser.add_argument("--seed", type=int, default=0, help="seed of a random sweep's draws")
+    parser.add_argument(
+        "--override", action="append", default=[], metavar="KEY=VALUE", help="`--KEY=VALUE` added to every run"
+    )
     parser.set_defaults(func=run)
