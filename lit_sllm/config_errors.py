@@ -97,6 +97,9 @@ def explain_parse_error(err: BaseException, parser: Any) -> str:
     """A short message for a jsonargparse parse error: an unknown key with its nearest valid keys, else the error's
     first lines without the namespace dump."""
     text = str(err)
+    choice = _bad_choice(text)
+    if choice:
+        return choice
     for pattern in _UNKNOWN:
         found = pattern.search(text)
         if found:
@@ -114,6 +117,24 @@ def explain_parse_error(err: BaseException, parser: Any) -> str:
     close = nearest(key, candidates)
     hint = f"did you mean {' or '.join(prefix + c for c in close)}?" if close else "see `--print_config` for the keys."
     return f"{prefix}{key} is not a config key; {hint}"
+
+
+_LITERAL = re.compile(r"Expected a typing\.Literal\[(?P<choices>[^\]]*)\]\. Got value: (?P<value>.*)")
+_PARSER_KEY = re.compile(r'^(?P<indent> *)Parser key "(?P<key>[^"]+)":', re.M)
+
+
+def _bad_choice(text: str) -> str | None:
+    """ "<key> must be one of ...; got ..." for a value outside a setting's closed set (a `Literal`)."""
+    found = _LITERAL.search(text)
+    if not found:
+        return None
+    chain: list[tuple[int, str]] = []  # the nesting of parser keys above the failing one, by indentation
+    for key in _PARSER_KEY.finditer(text[: found.start()]):
+        indent = len(key["indent"])
+        chain = [(i, k) for i, k in chain if i < indent] + [(indent, key["key"])]
+    keys = [key for _, key in chain]
+    path = ".".join(keys[:1] + ["init_args"] + keys[1:]) if len(keys) > 1 else ".".join(keys)
+    return f"{path} must be one of {found['choices']}; got {found['value'].strip()!r}."
 
 
 def _unreachable(err: BaseException) -> bool:

@@ -3,6 +3,8 @@ config and git state saved beside its logs, and the commonest mistakes reported 
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -54,6 +56,16 @@ def chat_template_kwargs_of(llm: Any) -> dict[str, Any] | None:
     return llm.chat_template_kwargs
 
 
+def sample_rate_of(module: SpeechLLMModule) -> int:
+    return module.model.sample_rate
+
+
+def _default_sample_rate(class_path: str) -> Any:
+    module, _, name = class_path.rpartition(".")
+    param = inspect.signature(getattr(importlib.import_module(module), name)).parameters.get("sample_rate")
+    return None if param is None else param.default
+
+
 class LitSLLMCLI(LightningCLI):
     """LightningCLI with the suite's defaults: omegaconf interpolation, any recipe by class_path, the data's
     tokenizer and chat template taken from the model's LLM so the two can never disagree, and SLURM requeues saved
@@ -66,6 +78,8 @@ class LitSLLMCLI(LightningCLI):
             "model.init_args.llm", "data.init_args.chat_template_kwargs", compute_fn=chat_template_kwargs_of
         )
         parser.link_arguments("model.init_args.audio_token", "data.init_args.audio_token")
+        # the encoder decides the rate audio is resampled to while streaming: one home for it
+        parser.link_arguments("model", "data.init_args.sample_rate", compute_fn=sample_rate_of, apply_on="instantiate")
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         super().__init__(
@@ -80,6 +94,17 @@ class LitSLLMCLI(LightningCLI):
             args=args,
             run=run,
         )
+
+    def before_instantiate_classes(self) -> None:
+        """The linked `data.sample_rate` is set from the encoder: a value given for it could not take effect."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        data = config.get("data")
+        given = data.get("init_args", {}).get("sample_rate") if data else None
+        if given is not None and given != _default_sample_rate(data.class_path):
+            raise ConfigError(
+                f"data.init_args.sample_rate is {given} but follows from the encoder "
+                "(model.init_args.encoder): remove it; audio is resampled to the encoder's rate while streaming."
+            )
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         """The trainer, with Lightning's default progress bar swapped for one that counts steps of `max_steps`."""

@@ -173,6 +173,11 @@ def test_export_refuses_a_checkpoint_naming_a_class_outside_the_recipes(tmp_path
             ["--model.init_args.optimzer.lr", "0.1"],
             "model.init_args.optimzer.lr is not a config key; did you mean model.init_args.optimizer.lr",
         ),
+        (
+            ["--model.init_args.schedule.decay", "cosin"],
+            "model.init_args.schedule.decay must be one of 'cosine', 'constant'; got 'cosin'",
+        ),
+        (["--data.init_args.sample_rate", "8000"], "data.init_args.sample_rate is 8000 but follows from the encoder"),
         (["--trainer.max_stpes", "3"], "trainer.max_stpes is not a config key; did you mean trainer.max_steps"),
         (
             ["teacher_view: true", "teacher_view: false"],

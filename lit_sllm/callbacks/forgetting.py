@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import lightning as L
 import torch
@@ -41,7 +42,7 @@ class ForgettingLimits:
 
     max_ppl_ratio: float | None = None
     max_accuracy_drop: float | None = None
-    action: str = "warn"
+    action: Literal["warn", "stop"] = "warn"
 
 
 @dataclass

@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
@@ -58,7 +58,7 @@ class SourceSpec:
     weight: float = 1.0
     batching: BatchingSpec = field(default_factory=lambda: BatchingSpec(batch_size=8))
     transform: SampleTransform | None = None
-    train_on: str = "assistant"
+    train_on: Literal["assistant", "last"] = "assistant"
     augment: list[dict[str, Any]] | None = None
 
 
@@ -143,7 +143,7 @@ class SpeechTextDataModule(L.LightningDataModule):
         chat_template: str | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
         max_duration: float | None = 30.0,
-        on_too_long: str = "drop",
+        on_too_long: Literal["drop", "clip"] = "drop",
         num_workers: int = 2,
         prefetch_factor: int = 2,
         pin_memory: bool = False,

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from webdataset.shardlists import expand_urls
@@ -52,7 +52,7 @@ class ReadConfig:
 
     sample_rate: int = 16000
     max_duration: float | None = None
-    on_too_long: str = "drop"
+    on_too_long: Literal["drop", "clip"] = "drop"
     retry: RetryPolicy = RetryPolicy()
 
     def __post_init__(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -44,7 +44,7 @@ class OptimSpec:
             `{encoder: {lr: 1.0e-4}}` so a pretrained encoder is fine-tuned gently beside a fresh adapter.
     """
 
-    name: str = "adamw"
+    name: Literal["adam", "adamw"] = "adamw"
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = 1e-3
@@ -67,7 +67,7 @@ class ScheduleSpec:
     warmup_steps: int = 0
     total_steps: int | None = None
     min_lr: float = 0.0
-    decay: str = "cosine"
+    decay: Literal["cosine", "constant"] = "cosine"
 
 
 def parameter_groups(
