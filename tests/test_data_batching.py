@@ -206,11 +206,16 @@ def with_teacher(sample: Sample, answer: str | None = None) -> Sample:
     return sample
 
 
-def test_teacher_views_are_collated_into_extras_with_the_same_answer_tokens(formatter):
+def test_teacher_views_are_collated_into_the_teacher_batch_with_the_same_answer_tokens(formatter):
     encoder, rng = SampleEncoder(formatter, RATE), random.Random(0)
+    assert collate([encoder(speech("z", [0.5]), rng)], "asr", 0).teacher is None
     items = [encoder(with_teacher(speech(k, [0.5], t)), rng) for k, t in (("a", "the red cat"), ("b", "a dog"))]
     batch = collate(items, "mtbi", 0)
-    teacher = batch.extras["teacher"]
+    teacher = batch.teacher
+    assert "teacher" not in batch.extras
+    moved = batch.to("meta")  # the teacher batch travels with the batch
+    assert moved.teacher.input_ids.device.type == moved.teacher.labels.device.type == "meta"
+    assert batch.teacher.input_ids.device.type == "cpu"
     assert teacher.num_clips == 0 and teacher.keys == ["a", "b"]
     assert (teacher.input_ids == formatter.audio_token_id).sum() == 0
     for row in range(2):

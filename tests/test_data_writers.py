@@ -122,6 +122,34 @@ def test_writer_refuses_an_existing_set_and_cleans_up_after_a_crash(tmp_path):
         ShardSetWriter(tmp_path, "y")
 
 
+def _text_sample(key: str) -> tuple[dict, dict]:
+    return {"key": key, "task": "text", "turns": ASR_TURNS[1:]}, {}
+
+
+def _boom_after(*samples):
+    yield from samples
+    raise RuntimeError("boom")
+
+
+def test_writer_resumes_named_shards_keeping_the_finished_ones(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"), ShardSetWriter(tmp_path, "x", resume=True) as writer:
+        first = dict(writer.write_shard("a.tar", [_text_sample("a1"), _text_sample("a2")]))
+        writer.write_shard("b.tar", _boom_after(_text_sample("b1")))
+    assert [p.name for p in tmp_path.iterdir()] == ["a.tar"]  # the finished shard stays; no partial one, no index
+    with ShardSetWriter(tmp_path, "x", resume=True, extra={"made_by": "a test"}) as writer:
+        assert writer.keep_shard("a.tar") == first
+        with pytest.raises(SchemaError, match="already written"):
+            writer.write_shard("b.tar", [_text_sample("a1")])
+        assert not (tmp_path / "b.tar.partial").exists()
+        writer.write_shard("b.tar", [_text_sample("b1")])
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert index == writer.index and [shard["path"] for shard in index["shards"]] == ["a.tar", "b.tar"]
+    assert index["samples"] == 3 and index["tasks"] == {"text": 3} and index["made_by"] == "a test"
+    assert list(index) == ["name", "shards", "samples", "hours", "tasks", "made_by", "created_with"]
+    with pytest.raises(ValueError, match="replace standard ones"):
+        ShardSetWriter(tmp_path / "c", "x", extra={"samples": 1})
+
+
 # ---------------------------------------------------------------- manifest
 
 

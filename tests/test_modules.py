@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 import lightning as L
@@ -107,7 +108,7 @@ def test_mtbi_trains_only_the_adapter_and_kd_vanishes_for_identical_inputs(tiny_
         torch.arange(text.input_ids.shape[1])[None] < torch.tensor([len(r) for r in rows])[:, None]
     ).long()
     text.audio, text.audio_lengths = torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
-    text.extras["teacher"] = text
+    text.teacher = dataclasses.replace(text)
     module.eval()
     inputs = module.model.prepare_inputs(text)
     terms = module.compute_loss(text, inputs, module.model(inputs))

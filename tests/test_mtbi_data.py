@@ -68,7 +68,7 @@ def test_teacher_view_becomes_a_text_batch_with_the_same_answer_tokens(tmp_path)
     encoder = SampleEncoder(formatter, RATE, transform=BehaviourImitation(interleave_prob=0.5, teacher_view=True))
     items = [encoder(_sample(key=f"u{i}"), random.Random(i)) for i in range(4)]
     batch = collate(items, "mtbi", formatter.tokenizer.pad_token_id)
-    teacher = batch.extras["teacher"]
+    teacher = batch.teacher
     assert teacher.num_clips == 0 and not (teacher.input_ids == formatter.audio_token_id).any()
     for row in range(4):
         student_answer = batch.labels[row][batch.labels[row] != -100].tolist()

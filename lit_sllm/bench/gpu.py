@@ -10,7 +10,6 @@ The memory search probes single training steps (forward, backward, optimizer) on
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import math
 import random
@@ -148,12 +147,6 @@ def probe_batch(sample: EncodedSample, duration: float, pad_id: int) -> Batch:
     return collate([sample] * max(1, math.floor(duration / sample.duration)), "probe", pad_id)
 
 
-def batch_to(batch: Batch, device: str) -> Batch:
-    """The batch with its tensors on `device` (what Lightning does before a step)."""
-    values = {field.name: getattr(batch, field.name) for field in dataclasses.fields(batch)}
-    return dataclasses.replace(batch, **{k: v.to(device) for k, v in values.items() if isinstance(v, torch.Tensor)})
-
-
 def memory_probe(module: JointSFT, sample: EncodedSample, pad_id: int, device: str) -> Callable[[float], bool]:
     """A predicate: does one bf16-mixed training step (forward, backward, AdamW) on a batch of this many seconds fit?"""
     model = module.model
@@ -161,7 +154,7 @@ def memory_probe(module: JointSFT, sample: EncodedSample, pad_id: int, device: s
 
     def fits(duration: float) -> bool:
         try:
-            batch = batch_to(probe_batch(sample, duration, pad_id), device)
+            batch = probe_batch(sample, duration, pad_id).to(device)
             with torch.autocast(device, dtype=torch.bfloat16):
                 inputs = model.prepare_inputs(batch)
                 loss = module.compute_loss(batch, inputs, model(inputs))["loss"]
@@ -209,7 +202,7 @@ def measure(settings: GPUSettings, device: str) -> Outcome:
         trainer = bench_trainer(root, len(batches), clock, accelerator=ACCELERATORS[device], precision="bf16-mixed")
         trainer.fit(module, BatchList(batches))
         peak_memory = torch.cuda.max_memory_allocated()
-        shapes = [step_shape(module.model, batch_to(batch, device)) for batch in batches[settings.warmup :]]
+        shapes = [step_shape(module.model, batch.to(device)) for batch in batches[settings.warmup :]]
         flops = [step_flops(module.model, shape) for shape in shapes]
     return outcome(settings, module, clock, shapes, flops, peak_memory, largest)
 

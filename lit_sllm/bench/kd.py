@@ -50,7 +50,7 @@ QUICK = TrainBenchSettings(size=TINY_SIZE, utterances=12, clip_seconds=(0.5, 1.0
 def batch_shape(batches: list[Batch]) -> dict[str, float]:
     """Mean clips, audio seconds, audio padding efficiency (real over padded samples), text tokens and teacher tokens
     per batch."""
-    teacher = [b.extras["teacher"] for b in batches if "teacher" in b.extras]
+    teacher = [b.teacher for b in batches if b.teacher is not None]
     return {
         "clips": sum(b.num_clips for b in batches) / len(batches),
         "tokens": sum(b.extras["tokens"] for b in batches) / len(batches),

@@ -30,7 +30,9 @@ class Batch:
         keys: sample keys, one per row, for tracing a batch back to its shard.
         tasks: task name per row.
         references: reference answer per row (what generation is scored against); empty when unknown.
-        extras: recipe-specific tensors or lists (e.g. MTBI's teacher inputs); keyed by name.
+        teacher: the same rows as a text-only batch, the transcript in place of the speech and the same answer
+            tokens (MTBI's distillation view, `Sample.teacher_turns`); None when the samples carry no such view.
+        extras: counts and figures about the batch (tokens, padding ratios, skips, augmentations); keyed by name.
     """
 
     input_ids: Tensor
@@ -42,6 +44,7 @@ class Batch:
     keys: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
+    teacher: Batch | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -56,16 +59,18 @@ class Batch:
         return int((self.labels != IGNORE_INDEX).sum())
 
     def to(self, device: torch.device | str) -> Batch:
-        """A copy on `device` (the teacher batch in `extras` included)."""
-        extras = {k: v.to(device) if isinstance(v, Tensor | Batch) else v for k, v in self.extras.items()}
+        """A copy on `device` (the teacher batch and tensors in `extras` included)."""
+        extras = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.extras.items()}
         moved = {name: getattr(self, name).to(device) for name in _TENSOR_FIELDS}
-        return dataclasses.replace(self, **moved, extras=extras)
+        teacher = None if self.teacher is None else self.teacher.to(device)
+        return dataclasses.replace(self, **moved, teacher=teacher, extras=extras)
 
     def pin_memory(self) -> Batch:
         """Pinned copy for fast host-to-device transfer (the DataLoader's pin-memory thread calls this)."""
-        extras = {k: v.pin_memory() if isinstance(v, Tensor | Batch) else v for k, v in self.extras.items()}
+        extras = {k: v.pin_memory() if isinstance(v, Tensor) else v for k, v in self.extras.items()}
         pinned = {name: getattr(self, name).pin_memory() for name in _TENSOR_FIELDS}
-        return dataclasses.replace(self, **pinned, extras=extras)
+        teacher = None if self.teacher is None else self.teacher.pin_memory()
+        return dataclasses.replace(self, **pinned, teacher=teacher, extras=extras)
 
 
 _TENSOR_FIELDS = ("input_ids", "attention_mask", "labels", "audio", "audio_lengths")

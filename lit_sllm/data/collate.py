@@ -145,26 +145,26 @@ def _pad_audio(clips: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     return audio, lengths
 
 
-def _teacher_batch(items: Sequence[EncodedSample], source: str, pad_id: int) -> dict[str, Batch]:
-    """{"teacher": text-only Batch of the teacher views} when every item has one, {} when none has."""
+def _teacher_batch(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch | None:
+    """The text-only Batch of the teacher views when every item has one, None when none has."""
     teachers = [item.teacher for item in items if item.teacher is not None]
     if not teachers:
-        return {}
+        return None
     if len(teachers) != len(items):
         raise ValueError(
             f"Batch from '{source}' mixes samples with and without a teacher view ({len(teachers)} of {len(items)}); "
             "a transform must set `teacher_turns` on every sample or on none."
         )
-    return {"teacher": collate(teachers, source, pad_id)}
+    return collate(teachers, source, pad_id)
 
 
 def collate(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch:
     """Pads encoded samples into a `Batch` (token ids right padded, clips zero padded in placeholder order).
 
     `extras` gets `tokens` (real tokens), `token_padding_ratio`, `audio_seconds` and `padding_ratio`: real over
-    padded audio frames when the batch has audio, else the token ratio; `augment`, how many of its samples each
-    augmentation transform was applied to, when any was; and `teacher`, the batch of teacher views, when the
-    samples carry them.
+    padded audio frames when the batch has audio, else the token ratio; and `augment`, how many of its samples each
+    augmentation transform was applied to, when any was. `teacher` is the batch of teacher views, when the samples
+    carry them.
     """
     augmented = Counter(name for item in items for name in item.augmented)
     clips = [clip for item in items for clip in item.clips]
@@ -181,12 +181,12 @@ def collate(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch:
         keys=[item.key for item in items],
         tasks=[item.task for item in items],
         references=[item.reference for item in items],
+        teacher=_teacher_batch(items, source, pad_id),
         extras={
             "tokens": sum(token_lengths),
             "token_padding_ratio": token_ratio,
             "audio_seconds": sum(item.duration for item in items),
             "padding_ratio": padding_ratio(audio_lengths.tolist()) if clips else token_ratio,
             **({"augment": dict(augmented)} if augmented else {}),
-            **_teacher_batch(items, source, pad_id),
         },
     )

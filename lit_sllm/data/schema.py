@@ -54,7 +54,7 @@ class Sample:
         source: the shard the sample came from.
         prompts: the task prompt each teacher response answers, by task name.
         teacher_turns: the same conversation with the transcript in place of the speech, set by a transform for
-            logit distillation (collated into `batch.extras["teacher"]`).
+            logit distillation (collated into `Batch.teacher`).
         augmented: names of the augmentation transforms applied to the audio, in order (counted per batch).
     """
 

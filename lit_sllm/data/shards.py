@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
+import tarfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 ASR_PROMPT = "Transcribe the audio."
 INDEX_FILE = "index.json"
+INDEX_FIELDS = ("name", "shards", "samples", "hours", "tasks", "created_with")
 # WebDataset splits a member name into key and extension at the first dot, so keys carry none.
 KEY_PATTERN = re.compile(r"^[^.\s/][^.\s]*$")
 PART_PATTERN = re.compile(r"^[A-Za-z0-9]+(\.[A-Za-z0-9]+)*$")
@@ -138,24 +141,45 @@ def stored_meta(meta: dict, audio: dict[str, bytes], shard: str | None = None) -
 class ShardSetWriter:
     """Writes validated samples into `out_dir/<name>-000000.tar, ...` and, on close, `out_dir/index.json`.
 
+    Each shard is written to `<shard>.partial` and renamed when complete, so a shard file is always whole.
+    `write_shard` writes a whole shard under a chosen file name (e.g. one mirroring an input shard), and with
+    `resume` a shard an earlier run finished joins the index as it is (`keep_shard`), so an interrupted job resumes.
+
     Args:
-        out_dir: folder of the shard set; it must not hold a shard set already (an index.json or <name>-*.tar).
-        name: prefix of the shard files.
-        shard_size: samples per shard.
+        out_dir: folder of the shard set; unless `resume`, it must not hold a shard set already (an index.json or
+            <name>-*.tar).
+        name: prefix of the shard files `write` numbers, and the set's name in the index.
+        shard_size: samples per shard `write` fills.
+        resume: accept a folder an earlier run wrote into, and keep this writer's finished shards when it fails
+            (without `resume` they are removed, so that a half-written set does not block a rerun).
+        extra: more top-level index fields (e.g. how the samples were made); they may not replace the standard ones.
     """
 
-    def __init__(self, out_dir: str | Path, name: str, shard_size: int = 1000) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        name: str,
+        shard_size: int = 1000,
+        *,
+        resume: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
         if not name or "/" in name:
             raise ValueError(f"shard set name {name!r} must be a non-empty file name prefix without '/'.")
-        self.out_dir, self.name, self.shard_size = Path(out_dir), name, shard_size
+        clash = sorted(set(extra or {}) & set(INDEX_FIELDS))
+        if clash:
+            raise ValueError(f"extra index fields {clash} would replace standard ones; rename them.")
+        self.out_dir, self.name, self.shard_size, self.resume = Path(out_dir), name, shard_size, resume
+        self.extra = dict(extra or {})
         existing = [self.out_dir / INDEX_FILE] + sorted(self.out_dir.glob(f"{name}-*.tar"))
         existing = [path for path in existing if path.exists()]
-        if existing:
+        if existing and not resume:
             raise FileExistsError(f"{existing[0]} already exists: delete the old shard set or choose another folder.")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.shards: list[dict[str, Any]] = []
+        self.kept: set[str] = set()
         self.keys: set[str] = set()
         self.tar: wds.TarWriter | None = None
         self.index: dict[str, Any] = {}
@@ -166,24 +190,51 @@ class ShardSetWriter:
     def __exit__(self, exc_type, exc, traceback) -> None:
         if exc_type is None:
             self.close()
-        else:  # a half-written set must not look complete, nor block a rerun: remove this writer's own shards
-            self._close_shard()
+            return
+        self._abandon_shard()
+        if not self.resume:  # a half-written set must not look complete, nor block a rerun
             for shard in self.shards:
-                (self.out_dir / shard["path"]).unlink(missing_ok=True)
+                if shard["path"] not in self.kept:
+                    (self.out_dir / shard["path"]).unlink(missing_ok=True)
 
     def write(self, meta: dict, audio: dict[str, bytes]) -> None:
         """Writes one sample: `meta` is its schema JSON plus "key"; `audio` maps part names ("flac") to bytes."""
-        key, stored = stored_meta(meta, audio)
-        if key in self.keys:
-            raise SchemaError("the key was already written", key=key, fix="give every sample a unique key")
+        key, stored = self._checked(meta, audio)
         if self.tar is None or self.shards[-1]["samples"] >= self.shard_size:
-            self._open_shard()
-        self.tar.write({"__key__": key, "json": json.dumps(stored, ensure_ascii=False).encode("utf-8")} | audio)
-        self.keys.add(key)
-        shard = self.shards[-1]
-        shard["samples"] += 1
-        shard["hours"] += stored.get("duration", 0.0) / 3600
-        shard["tasks"][stored["task"]] = shard["tasks"].get(stored["task"], 0) + 1
+            self._open_shard(f"{self.name}-{len(self.shards):06d}.tar")
+        self._put(key, stored, audio)
+
+    def write_shard(self, path: str, samples: Iterable[Sample]) -> dict[str, Any]:
+        """Writes `samples` as one whole shard `out_dir/path`; returns its index entry.
+
+        When a sample breaks the schema (or `samples` raises), nothing of the shard is kept and the error is raised.
+        """
+        self._open_shard(path)
+        written = []
+        try:
+            for meta, audio in samples:
+                key, stored = self._checked(meta, audio)
+                self._put(key, stored, audio)
+                written.append(key)
+        except BaseException:
+            self._abandon_shard()
+            self.keys.difference_update(written)
+            raise
+        self._close_shard()
+        return self.shards[-1]
+
+    def keep_shard(self, path: str) -> dict[str, Any]:
+        """Adds `out_dir/path`, a shard an earlier run finished, to the index as it is; returns its entry."""
+        self._close_shard()
+        self._add_entry(path)
+        with tarfile.open(self.out_dir / path) as tar:
+            for member in tar:
+                key, _, part = member.name.partition(".")
+                if part == "json":
+                    stored = json.loads(tar.extractfile(member).read())
+                    self._count(check_key(key, path), stored)
+        self.kept.add(path)
+        return self.shards[-1]
 
     def close(self) -> dict[str, Any]:
         """Closes the last shard, writes index.json and returns its content."""
@@ -197,22 +248,54 @@ class ShardSetWriter:
             "samples": sum(shard["samples"] for shard in self.shards),
             "hours": sum(shard["hours"] for shard in self.shards),
             "tasks": dict(sorted(tasks.items())),
+            **self.extra,
             "created_with": f"lit_sllm {lit_sllm.__version__}",
         }
         (self.out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         self.index = index
         return index
 
-    def _open_shard(self) -> None:
-        self._close_shard()
-        path = f"{self.name}-{len(self.shards):06d}.tar"
-        self.tar = wds.TarWriter(str(self.out_dir / path), encoder=False, mtime=0)  # fixed mtime: same bytes per run
+    def _checked(self, meta: dict, audio: dict[str, bytes]) -> tuple[str, dict]:
+        key, stored = stored_meta(meta, audio)
+        if key in self.keys:
+            raise SchemaError("the key was already written", key=key, fix="give every sample a unique key")
+        return key, stored
+
+    def _put(self, key: str, stored: dict, audio: dict[str, bytes]) -> None:
+        self.tar.write({"__key__": key, "json": json.dumps(stored, ensure_ascii=False).encode("utf-8")} | audio)
+        self._count(key, stored)
+
+    def _count(self, key: str, stored: dict) -> None:
+        self.keys.add(key)
+        shard = self.shards[-1]
+        shard["samples"] += 1
+        shard["hours"] += stored.get("duration", 0.0) / 3600
+        shard["tasks"][stored["task"]] = shard["tasks"].get(stored["task"], 0) + 1
+
+    def _add_entry(self, path: str) -> None:
+        if "/" in path or not path.endswith(".tar") or any(shard["path"] == path for shard in self.shards):
+            raise ValueError(f"shard {path!r} must be a new .tar file name in {self.out_dir}, without '/'.")
         self.shards.append({"path": path, "samples": 0, "hours": 0.0, "tasks": {}})
+
+    def _open_shard(self, path: str) -> None:
+        self._close_shard()
+        self._add_entry(path)
+        partial = self.out_dir / f"{path}.partial"
+        self.tar = wds.TarWriter(str(partial), encoder=False, mtime=0)  # fixed mtime: same bytes per run
 
     def _close_shard(self) -> None:
         if self.tar is not None:
             self.tar.close()
             self.tar = None
+            path = self.out_dir / self.shards[-1]["path"]
+            os.replace(f"{path}.partial", path)
+
+    def _abandon_shard(self) -> None:
+        if self.tar is not None:
+            self.tar.close()
+            self.tar = None
+            path = self.shards.pop()["path"]
+            (self.out_dir / f"{path}.partial").unlink(missing_ok=True)
 
 
 @dataclass

@@ -1,33 +1,73 @@
 """MTBI teacher labels: the frozen LLM answers task prompts about each transcript; answers go into the shards.
 
 Output shards mirror the input shards one to one (same file names, audio bytes copied untouched), with
-`responses[task]` and `prompts[task]` added to each sample's JSON. A finished output shard is skipped on rerun, so
-an interrupted job resumes; each shard is written to a temporary name and renamed when complete. index.json
-records the LLM and the task set.
+`responses[task]` and `prompts[task]` added to each sample's JSON, and are written by `ShardSetWriter`, so the
+index.json has the schema of every other shard set, plus a "teacher" field naming the LLM and the task set.
+A finished output shard is skipped on rerun, so an interrupted job resumes. The output folder may be the input
+folder (labelling in place): the shards are then labelled into `<out>.labelling/` (where an interrupted job
+resumes) and moved over the input ones when all are done; a rerun in place after that labels the set again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import webdataset as wds
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import PreTrainedModel
 
-from lit_sllm.data.pipeline import DataTally, read_shard, resolve_shards
+from lit_sllm.data.pipeline import DataTally, ShardInfo, read_shard, resolve_shards
 from lit_sllm.data.prompts import ChatFormatter
+from lit_sllm.data.schema import SchemaError
+from lit_sllm.data.shards import INDEX_FILE, Sample, ShardSetWriter, SkipLog, stored_meta
 from lit_sllm.data.tasks import TaskSet, pick_prompt, task_turns
+from lit_sllm.models.llm import LLMSpec, load_llm, load_tokenizer
 from lit_sllm.models.text_generation import answer_text_prompts
 
 log = logging.getLogger(__name__)
 
+LLM_KEY = "teacher.llm"  # how errors name the LLM settings
+NUMBERED_SHARD = re.compile(r"^(.+)-\d{6}\.tar$")
 
-def _teacher_requests(meta: dict, key: str, tasks: TaskSet, seed: int) -> list[tuple[str, str, list[dict]]]:
+
+@dataclass
+class TeacherSpec:
+    """How the teacher answers.
+
+    Attributes:
+        llm: the frozen text LLM, loaded as a run loads it (dtype, attention, tokenizer and chat template).
+        tasks: the task set YAML (see `lit_sllm.data.tasks`).
+        batch_size: prompts per generation batch.
+        max_new_tokens: answer length cap.
+        seed: picks each sample's prompt phrasing per task.
+        device: where the LLM runs ("cpu", "cuda", ...).
+    """
+
+    llm: LLMSpec
+    tasks: str
+    batch_size: int = 16
+    max_new_tokens: int = 64
+    seed: int = 0
+    device: str = "cpu"
+
+
+def load_teacher(spec: TeacherSpec) -> tuple[PreTrainedModel, ChatFormatter]:
+    """The frozen LLM of `spec` on its device, in eval mode, and the chat formatter its prompts are encoded with."""
+    llm = load_llm(spec.llm, LLM_KEY).eval().to(spec.device)
+    formatter = ChatFormatter(
+        load_tokenizer(spec.llm, LLM_KEY), chat_template_kwargs=spec.llm.chat_template_kwargs, key=LLM_KEY
+    )
+    return llm, formatter
+
+
+def teacher_requests(meta: dict, key: str, tasks: TaskSet, seed: int) -> list[tuple[str, str, list[dict]]]:
     """(task, prompt, conversation) for every seen task the teacher answers about this sample's transcript."""
     transcript = meta.get("transcript")
     if not transcript:
@@ -39,116 +79,96 @@ def _teacher_requests(meta: dict, key: str, tasks: TaskSet, seed: int) -> list[t
     return requests
 
 
-@dataclass
-class TeacherSpec:
-    """How the teacher answers.
+def shard_samples(url: str, skips: SkipLog) -> list[Sample]:
+    """The samples of one input shard as (meta with "key", audio members); those breaking the schema go to `skips`.
 
-    Attributes:
-        llm: the frozen text LLM (hub id or folder).
-        tasks: the task set YAML (see `lit_sllm.data.tasks`).
-        batch_size: prompts per generation batch.
-        max_new_tokens: answer length cap.
-        seed: picks each sample's prompt phrasing per task.
-        device: where the LLM runs ("cpu", "cuda", ...).
+    Raises:
+        ValueError: when the shard cannot be read in full (a labelled copy would silently miss samples).
     """
-
-    llm: str
-    tasks: str
-    batch_size: int = 16
-    max_new_tokens: int = 64
-    seed: int = 0
-    device: str = "cpu"
+    tally, samples = DataTally(), []
+    for raw in read_shard(url, tally):
+        key = raw["__key__"]
+        audio = {name: data for name, data in raw.items() if not name.startswith("__") and name != "json"}
+        try:
+            meta = json.loads(raw["json"]) | {"key": key}
+            stored_meta(meta, audio)
+        except (KeyError, json.JSONDecodeError, SchemaError) as err:
+            skips.add("schema", f"{url}:{key}", str(err))
+            continue
+        samples.append((meta, audio))
+    skipped, _ = tally.take()
+    if skipped:
+        raise ValueError(f"{url} could not be read in full ({skipped}); fix or re-copy it and rerun.")
+    return samples
 
 
 def label_shard(
-    url: str, out_path: Path, llm, formatter: ChatFormatter, tasks: TaskSet, spec: TeacherSpec
-) -> dict[str, Any]:
-    """Writes one labelled copy of a shard; returns its index entry."""
-    tally = DataTally()
-    samples = list(read_shard(url, tally))
-    metas = [json.loads(sample["json"]) for sample in samples]
-    requests = [
-        (i, r)
-        for i, sample in enumerate(samples)
-        for r in _teacher_requests(metas[i], sample["__key__"], tasks, spec.seed)
-    ]
-    answers = answer_text_prompts(llm, formatter, [r[2] for _, r in requests], spec.max_new_tokens, spec.batch_size)
-    for (i, (task, prompt, _)), answer in zip(requests, answers):
-        metas[i].setdefault("responses", {})[task] = answer
-        metas[i].setdefault("prompts", {})[task] = prompt
-    partial = out_path.with_suffix(".tar.partial")
-    hours, task_counts = 0.0, {}
-    with wds.TarWriter(str(partial), encoder=False, mtime=0) as writer:  # same bytes on every run
-        for sample, meta in zip(samples, metas):
-            members = {k: v for k, v in sample.items() if not k.startswith("__") and k != "json"}
-            writer.write(
-                {"__key__": sample["__key__"], "json": json.dumps(meta, ensure_ascii=False).encode(), **members}
-            )
-            hours += (meta.get("duration") or 0.0) / 3600
-            task_counts[meta.get("task", "?")] = task_counts.get(meta.get("task", "?"), 0) + 1
-    os.replace(partial, out_path)
-    skipped, _ = tally.take()
-    if skipped:
-        log.warning("%s: %s skipped while reading (%s)", url, sum(skipped.values()), skipped)
-    return {
-        "path": out_path.name,
-        "samples": len(samples),
-        "hours": hours,
-        "tasks": task_counts,
-        "answers": len(answers),
-    }
+    url: str, llm: PreTrainedModel, formatter: ChatFormatter, tasks: TaskSet, spec: TeacherSpec
+) -> tuple[list[Sample], int, SkipLog]:
+    """The samples of shard `url` with the teacher's answer and prompt for every seen task added to their JSON.
+
+    Returns:
+        (samples as (meta with "key", audio members), number of answers, the samples left out for breaking the
+        schema).
+    """
+    skips = SkipLog()
+    samples = shard_samples(url, skips)
+    requests = [(meta, r) for meta, _ in samples for r in teacher_requests(meta, meta["key"], tasks, spec.seed)]
+    conversations = [conversation for _, (_, _, conversation) in requests]
+    answers = answer_text_prompts(llm, formatter, conversations, spec.max_new_tokens, spec.batch_size)
+    for (meta, (task, prompt, _)), answer in zip(requests, answers, strict=True):
+        meta.setdefault("responses", {})[task] = answer
+        meta.setdefault("prompts", {})[task] = prompt
+    return samples, len(answers), skips
 
 
-def label_shards(shards: str, out: str | Path, spec: TeacherSpec) -> dict[str, Any]:
-    """Labels every shard of `shards` into `out` (finished shards are kept), writes `out/index.json` and returns it."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tasks = TaskSet.load(spec.tasks)
-    tokenizer = AutoTokenizer.from_pretrained(spec.llm)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    formatter = ChatFormatter(tokenizer)
-    llm = AutoModelForCausalLM.from_pretrained(spec.llm).eval().to(spec.device)
-    torch.manual_seed(spec.seed)
-    entries, done = [], 0
-    for shard in resolve_shards(shards):
-        out_path = out / Path(shard.url).name
-        if out_path.exists():
-            done += 1
-            entries.append(_existing_entry(out, out_path.name))
-            continue
-        entries.append(label_shard(shard.url, out_path, llm, formatter, tasks, spec))
-        log.info("labelled %s -> %s (%d answers)", shard.url, out_path, entries[-1]["answers"])
-    index = {
-        "name": out.name,
-        "shards": entries,
-        "samples": sum(e["samples"] for e in entries),
-        "hours": sum(e["hours"] for e in entries),
-        "teacher": {
-            "llm": spec.llm,
-            "tasks": str(spec.tasks),
-            "task_names": [t.name for t in tasks.seen],
-            "seed": spec.seed,
-            "max_new_tokens": spec.max_new_tokens,
-        },
-    }
-    (out / "index.json").write_text(json.dumps(index, indent=2))
-    log.info("teacher: %d shards labelled, %d finished earlier and kept", len(entries) - done, done)
+def label_shards(shards: str | Sequence[str], out: str | Path, spec: TeacherSpec) -> dict[str, Any]:
+    """Labels every shard of `shards` into `out` (finished shards are kept); returns `out/index.json`'s content.
+
+    Args:
+        shards: the input shards: a folder, index.json, glob, brace pattern or a list (see `resolve_shards`).
+        out: output folder; shards keep their file names. It may be the folder of the input shards: they are then
+            labelled into `<out>.labelling/` and replace the input shards, and index.json, when all are done.
+        spec: the teacher.
+
+    Raises:
+        ValueError: when two input shards have the same file name, or one cannot be read in full.
+    """
+    inputs, out = resolve_shards(shards), Path(out)
+    names = [Path(shard.url).name for shard in inputs]
+    if len(set(names)) < len(names):
+        raise ValueError(f"input shards {shards!r} repeat a file name; the output mirrors them by name.")
+    in_place = any(Path(shard.url).resolve().parent == out.resolve() for shard in inputs)
+    work = out.resolve().with_name(f"{out.resolve().name}.labelling") if in_place else out
+    index = _label_into(inputs, work, spec, _set_name(names, out.resolve().name))
+    if in_place:
+        for name in [*names, INDEX_FILE]:  # the index last: until it is there, the old index describes the set
+            os.replace(work / name, out / name)
+        work.rmdir()
     return index
 
 
-def _existing_entry(out: Path, name: str) -> dict[str, Any]:
-    """Index entry of a shard finished by an earlier run (from the earlier index.json, else by reading it)."""
-    index = out / "index.json"
-    if index.exists():
-        for entry in json.loads(index.read_text()).get("shards", []):
-            if entry["path"] == name:
-                return entry
-    samples = [json.loads(s["json"]) for s in read_shard(str(out / name), DataTally())]
-    return {
-        "path": name,
-        "samples": len(samples),
-        "hours": sum((m.get("duration") or 0.0) for m in samples) / 3600,
-        "tasks": {},
-        "answers": sum(len(m.get("responses", {})) for m in samples),
-    }
+def _label_into(inputs: list[ShardInfo], out: Path, spec: TeacherSpec, name: str) -> dict[str, Any]:
+    tasks = TaskSet.load(spec.tasks)
+    about = dataclasses.asdict(spec) | {"tasks": str(spec.tasks), "task_names": [task.name for task in tasks.seen]}
+    with ShardSetWriter(out, name, resume=True, extra={"teacher": about}) as writer:
+        teacher = None  # loaded at the first shard to label: a finished job reruns without the LLM
+        for shard in inputs:
+            path = Path(shard.url).name
+            if (out / path).exists():
+                writer.keep_shard(path)
+                log.info("kept %s, labelled by an earlier run", out / path)
+                continue
+            if teacher is None:
+                torch.manual_seed(spec.seed)
+                teacher = load_teacher(spec)
+            samples, answers, skips = label_shard(shard.url, *teacher, tasks, spec)
+            writer.write_shard(path, samples)
+            log.info("labelled %s -> %s (%d answers; %s)", shard.url, out / path, answers, skips.summary())
+    return writer.index
+
+
+def _set_name(names: list[str], fallback: str) -> str:
+    """The shared prefix of numbered shard names ("asr-train" for asr-train-000000.tar, ...), else `fallback`."""
+    prefixes = {match.group(1) if (match := NUMBERED_SHARD.match(name)) else None for name in names}
+    return prefixes.pop() if len(prefixes) == 1 and None not in prefixes else fallback

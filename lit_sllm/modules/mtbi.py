@@ -66,7 +66,7 @@ class MTBI(SpeechLLMModule):
         weights = torch.tensor([self.asr_weight if t == "asr" else 1.0 for t in batch.tasks], device=logits.device)
         ce = (loss_sum * weights).sum() / (count * weights).sum().clamp(min=1)
         terms = {"loss": ce, "ce": ce}
-        has_teacher = "teacher" in batch.extras
+        has_teacher = batch.teacher is not None
         if self.kd_weight > 0 and batch.num_target_tokens() and (self.training or has_teacher):
             if not has_teacher:  # training without the view: the KD term would silently not take effect
                 raise ConfigError(
@@ -93,7 +93,7 @@ class MTBI(SpeechLLMModule):
     @torch.no_grad()
     def teacher_logits(self, batch: Batch) -> Tensor:
         """The frozen LLM's logits on the response tokens, reading the transcript instead of the speech."""
-        teacher: Batch = batch.extras["teacher"]
+        teacher = batch.teacher
         embeds = self.model.llm.get_input_embeddings()(teacher.input_ids)
         logits = self.model.llm(inputs_embeds=embeds, attention_mask=teacher.attention_mask, use_cache=False).logits
         return answer_logits(logits, teacher.labels)

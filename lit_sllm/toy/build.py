@@ -21,7 +21,6 @@ import json
 import logging
 import multiprocessing
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +31,7 @@ from typing import Any
 from lit_sllm.data.shards import Sample as ShardSample
 from lit_sllm.data.shards import ShardSetWriter
 from lit_sllm.data.teacher import TeacherSpec, label_shards
+from lit_sllm.models.llm import LLMSpec
 from lit_sllm.toy.encoder import ToyEncoderConfig, ctc_wer, train_encoder
 from lit_sllm.toy.evaluate_llm import evaluate_llm, pseudo_speech_table
 from lit_sllm.toy.language import Sentence, english_words, generate_sentences, sentence_stream
@@ -190,14 +190,8 @@ def write_text_sets(out: Path, sizes: WorldSizes, seed: int) -> dict[str, dict]:
 def run_teacher(out: Path, seed: int) -> dict[str, dict]:
     """Labels asr/train and asr/val in place with the toy LLM's answers to every seen task (MTBI's targets), so the
     speech is stored once for ASR and MTBI."""
-    spec = TeacherSpec(str(out / "models" / "llm"), str(out / "tasks.yaml"), 64, 32, seed, "cpu")
-    indexes = {}
-    for split in SPLITS[:2]:
-        folder, labelled = out / "asr" / split, out / "asr" / f"{split}.labelled"
-        indexes[f"asr/{split}"] = label_shards(str(folder), labelled, spec)
-        shutil.rmtree(folder)
-        labelled.rename(folder)
-    return indexes
+    spec = TeacherSpec(LLMSpec(str(out / "models" / "llm")), str(out / "tasks.yaml"), 64, 32, seed, "cpu")
+    return {f"asr/{split}": label_shards(str(out / "asr" / split), out / "asr" / split, spec) for split in SPLITS[:2]}
 
 
 def measure_world(world: str | Path, seed: int = 0, per_task: int = 50) -> dict[str, Any]:
