@@ -22,7 +22,7 @@ from lit_sllm.models.encoders import (
 )
 
 WINDOW = 16000  # samples in the tiny Whisper's window: 50 positions x 2 mel frames x 160-sample hop
-CLIPS = torch.tensor([WINDOW, 11234, 4801])
+CLIPS = torch.tensor([WINDOW, 11360, 4801])  # 100, 71 and 30 mel frames: an odd count reaches into the padding
 
 
 def _save(model_class, config, folder):
