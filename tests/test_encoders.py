@@ -11,7 +11,7 @@ import torch
 from jsonargparse import ArgumentParser
 from transformers import AutoModel, BertConfig, HubertConfig, Wav2Vec2Config, WhisperConfig
 
-from lit_sllm.config_errors import ConfigError
+from lit_sllm.config_errors import ConfigError, class_keys
 from lit_sllm.models.config import component_config
 from lit_sllm.models.encoders import (
     HFSpeechEncoder,
@@ -177,3 +177,10 @@ def test_a_family_refuses_another_familys_checkpoint(checkpoints):
         WhisperSpeechEncoder(str(checkpoints["hubert"]))
     with pytest.raises(ConfigError, match=r"'whisper' checkpoint"):
         Wav2Vec2SpeechEncoder(str(checkpoints["whisper"]))
+
+
+def test_the_entry_points_keys_are_its_factory_arguments():
+    """A misspelt `encoder.init_args` key is matched against these (`config_errors.explain_parse_error`)."""
+    assert class_keys(HFSpeechEncoder) == [
+        "name_or_path", "load_weights", "normalize_waveform", "trust_remote_code", "spec_augment"
+    ]  # fmt: skip
