@@ -61,18 +61,21 @@ def _dataclasses_in(annotation: Any) -> list[type]:
 
 def class_keys(cls: type) -> list[str]:
     """The dotted `init_args` keys of a class, dataclass arguments flattened (`optimizer.lr`), following `**kwargs`
-    up to the base classes that define them."""
+    up to the base classes that define them. A class's own `__new__` (a factory such as `HFSpeechEncoder`) is read
+    instead of its `__init__`, as jsonargparse reads it."""
     keys: list[str] = []
     for klass in cls.__mro__:
-        if klass is object or "__init__" not in vars(klass):
+        method = next((vars(klass)[name] for name in ("__new__", "__init__") if name in vars(klass)), None)
+        if klass is object or method is None:
             continue
+        method = getattr(method, "__func__", method)  # `__new__` is a staticmethod in the class dict
         try:
-            hints = typing.get_type_hints(klass.__init__)
+            hints = typing.get_type_hints(method)
         except Exception:  # an annotation that does not resolve: names only
             hints = {}
-        parameters = inspect.signature(klass.__init__).parameters.values()
+        parameters = inspect.signature(method).parameters.values()
         for parameter in parameters:
-            if parameter.name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            if parameter.name in ("self", "cls") or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
                 continue
             keys.append(parameter.name)
             for dataclass in _dataclasses_in(hints.get(parameter.name)):

@@ -1,7 +1,7 @@
 """The toy speech encoder: a tiny Whisper pre-trained with CTC over characters on toy speech.
 
 It is saved as a complete `WhisperModel` (a one-layer decoder rides along) so it loads with `from_pretrained(path)`
-exactly like a hub Whisper, and it is trained through `HFSpeechEncoder`, so the suite later computes exactly the
+exactly like a hub Whisper, and it is trained through `WhisperSpeechEncoder`, so the suite later computes exactly the
 features it learnt from. Training audio goes through the same 8-bit FLAC bytes the shards store. The CTC head and
 its characters are saved beside the model (`ctc_head.safetensors`, `ctc_vocab.json`) for greedy transcription.
 
@@ -31,7 +31,7 @@ from transformers import WhisperConfig, WhisperModel
 from lit_sllm.data.audio import read_audio, resample
 from lit_sllm.data.pipeline import DataTally, ReadConfig, Slot, finite_samples, resolve_shards
 from lit_sllm.data.tts import Word
-from lit_sllm.models.encoders import HFSpeechEncoder
+from lit_sllm.models.encoders import WhisperSpeechEncoder
 from lit_sllm.threads import torch_threads
 from lit_sllm.toy.language import generate_sentences, sentence_stream
 from lit_sllm.toy.speech import ToySpeech
@@ -155,11 +155,11 @@ class CTCHead(nn.Module):
         return head
 
 
-def init_encoder(folder: str | Path, config: ToyEncoderConfig, seed: int) -> HFSpeechEncoder:
+def init_encoder(folder: str | Path, config: ToyEncoderConfig, seed: int) -> WhisperSpeechEncoder:
     """Saves a randomly initialised toy Whisper into `folder` and loads its encoder as the suite will."""
     torch.manual_seed(seed)
     WhisperModel(whisper_config(config)).save_pretrained(str(folder))
-    return HFSpeechEncoder(str(folder))
+    return WhisperSpeechEncoder(str(folder))
 
 
 def pad_batch(waves: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -260,7 +260,7 @@ def held_out_speech(speech: ToySpeech, count: int, seed: int, rate: int) -> tupl
 
 
 def speech_wer(
-    encoder: HFSpeechEncoder, head: CTCHead, waves: list[Tensor], texts: list[str], batch: int = 16
+    encoder: WhisperSpeechEncoder, head: CTCHead, waves: list[Tensor], texts: list[str], batch: int = 16
 ) -> float:
     """Corpus WER (normalised text) of greedy CTC transcripts of `waves` against `texts`."""
     from lit_sllm.metrics import score
@@ -272,7 +272,7 @@ def speech_wer(
 
 
 def pretrain(
-    encoder: HFSpeechEncoder, head: CTCHead, speech: ToySpeech, config: ToyEncoderConfig, seed: int
+    encoder: WhisperSpeechEncoder, head: CTCHead, speech: ToySpeech, config: ToyEncoderConfig, seed: int
 ) -> dict[str, list]:
     """Trains `encoder.model` and `head` in place with CTC on fresh toy speech, until `config.steps` or until the
     held-out WER reaches `config.target_wer`.
@@ -295,7 +295,7 @@ class _SpeechBatches(torch.utils.data.IterableDataset):
 
 
 def _train(
-    encoder: HFSpeechEncoder, head: CTCHead, speech: ToySpeech, config: ToyEncoderConfig, seed: int
+    encoder: WhisperSpeechEncoder, head: CTCHead, speech: ToySpeech, config: ToyEncoderConfig, seed: int
 ) -> dict[str, list]:
     torch.manual_seed(seed)
     parameters = [p for p in [*encoder.parameters(), *head.parameters()] if p.requires_grad]
@@ -335,7 +335,7 @@ def _last(history: dict[str, list]) -> tuple[float, float]:
     return history["losses"][-1], history["evaluations"][-1][1]
 
 
-def save_encoder(folder: str | Path, encoder: HFSpeechEncoder, head: CTCHead) -> None:
+def save_encoder(folder: str | Path, encoder: WhisperSpeechEncoder, head: CTCHead) -> None:
     """Writes the trained encoder weights into the Whisper checkpoint in `folder`, and the CTC head beside it."""
     whisper = WhisperModel.from_pretrained(str(folder))
     whisper.get_encoder().load_state_dict(encoder.model.state_dict())
@@ -368,7 +368,7 @@ def train_encoder(
 
 
 @torch.inference_mode()
-def transcribe(encoder: HFSpeechEncoder, head: CTCHead, audio: Tensor, lengths: Tensor) -> list[str]:
+def transcribe(encoder: WhisperSpeechEncoder, head: CTCHead, audio: Tensor, lengths: Tensor) -> list[str]:
     """Greedy CTC transcripts of (N, S) audio at the encoder's rate with (N,) valid lengths."""
     frames, frame_lengths = encoder(audio, lengths)  # (N, T, D), (N,)
     return head.decode(head(frames), frame_lengths)
@@ -380,7 +380,7 @@ def ctc_wer(encoder_dir: str | Path, shards: str | Sequence[str]) -> dict[str, A
     Returns:
         {"wer": corpus WER (0-1, normalised text), "samples": utterances scored}.
     """
-    encoder, head = HFSpeechEncoder(str(encoder_dir)).eval(), CTCHead.load(encoder_dir)
+    encoder, head = WhisperSpeechEncoder(str(encoder_dir)).eval(), CTCHead.load(encoder_dir)
     read = ReadConfig(sample_rate=encoder.sample_rate)
     samples = list(finite_samples(resolve_shards(shards), read, Slot(), DataTally()))
     waves = [next(iter(sample.audio.values()))[0] for sample in samples]
