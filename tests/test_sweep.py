@@ -90,3 +90,42 @@ def test_overrides_are_added_to_every_run(tmp_path, capsys):
     assert main([*argv, "--override", "data.num_workers=0"]) == 0
     lines = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 4 and all(line[-2:] == ["--trainer.max_steps=3", "--data.num_workers=0"] for line in lines)
+
+
+def test_the_shipped_kd_sweep_trains_three_different_recipes(tmp_path, monkeypatch):
+    """Each KD weight of experiments/sweeps/toy_mtbi.yaml changes what is trained (the teacher view is on), with the
+    sweep's other parameters held at one drawn run."""
+    import csv
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "data_shards").symlink_to(root / "data_shards")
+    monkeypatch.chdir(tmp_path)
+    sweep = load_sweep(root / "experiments/sweeps/toy_mtbi.yaml")
+    drawn = expand(sweep)[0]
+    weights = sweep["parameters"]["model.kd_weight"]["values"]
+    overlay = tmp_path / "short.yaml"
+    overlay.write_text(SHORT_FIT.format(root=tmp_path / "out"))
+    losses = {}
+    for weight in weights:
+        command = command_for(sweep, drawn | {"model.kd_weight": weight})
+        command[command.index("experiments/toy/mtbi.yaml")] = str(root / "experiments/toy/mtbi.yaml")
+        assert main([*command[1:], "--config", str(overlay), f"--trainer.logger.init_args.name=kd{weight}"]) == 0
+        with open(next((tmp_path / "out" / f"kd{weight}").glob("version_*/metrics.csv"))) as handle:
+            rows = [row for row in csv.DictReader(handle) if row.get("train/mtbi/ce")]
+        losses[weight] = [round(float(row["train/mtbi/ce"]), 6) for row in rows]
+        kd_logged = [row.get("train/mtbi/kd") for row in rows]
+        assert all(kd_logged) if weight > 0 else not any(kd_logged)
+    assert len(weights) == 3 and len({tuple(series[1:]) for series in losses.values()}) == 3, losses
+
+
+SHORT_FIT = """
+data: {{init_args: {{num_workers: 0}}}}
+trainer:
+  max_steps: 4
+  limit_val_batches: 0
+  log_every_n_steps: 1
+  enable_progress_bar: false
+  logger: {{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {{save_dir: {root}}}}}
+  callbacks: []
+"""
