@@ -27,7 +27,7 @@ venv: $(VENV)/.installed
 venv-dev: $(VENV)/.installed-dev
 
 demo: venv
-	@test -d data_shards/toy/models || { echo "data_shards/toy is not built: run '$(BIN)/lit-sllm toy build --out data_shards/toy' (needs espeak-ng, about 21 min)"; exit 1; }
+	@test -d data_shards/toy/models || { echo "data_shards/toy is not built: run '$(BIN)/lit-sllm toy build --out data_shards/toy' (needs espeak-ng; 45 min measured on a busy 2-core machine)"; exit 1; }
 	$(BIN)/lit-sllm fit --config experiments/toy/mtbi.yaml
 
 claims: venv  # the papers' claims on the toy world (README)

@@ -26,7 +26,7 @@ trainer:
 """
 # recipe config -> (steps, validation set, the smallest gap in nats per answer token that counts as listening)
 GUARDS = {
-    "experiments/toy/mtbi.yaml": (120, "mtbi", 1.0),
+    "experiments/toy/mtbi.yaml": (240, "mtbi", 1.0),
     "experiments/toy/joint_sft.yaml": (120, "asr", 1.0),
 }
 

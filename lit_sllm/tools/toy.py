@@ -1,8 +1,8 @@
 """`lit-sllm toy build|report`: build the embedded toy world, or re-measure a built one.
 
 `build` writes speech and text shard sets, the toy LLM and encoder, MTBI teacher labels, `report.json` and a
-README into an empty folder (about 21 minutes on 2 CPU cores; needs espeak-ng). `report` prints the toy LLM's
-accuracy per text task (trained tasks and phrasings, held-out phrasings, held-out tasks) and the toy encoder's
+README into an empty folder (45 minutes measured on a busy 2-core machine; needs espeak-ng). `report` prints the
+toy LLM's accuracy per text task (trained tasks and phrasings, held-out phrasings, held-out tasks) and the toy encoder's
 greedy CTC WER on the toy test speech.
 """
 
