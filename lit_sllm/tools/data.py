@@ -19,13 +19,14 @@ TTS_ENGINES = ("espeak",)
 
 
 def run_write(args: argparse.Namespace) -> Any:
-    from lit_sllm.data.shards import write_manifest
+    from lit_sllm.data.converters.manifest import write_manifest
 
     return write_manifest(args.manifest, args.out, args.name, args.shard_size, args.workers, args.sample_rate)
 
 
 def run_librispeech(args: argparse.Namespace) -> Any:
-    from lit_sllm.data.shards import SkipLog, librispeech_to_samples, write_samples
+    from lit_sllm.data.converters.librispeech import librispeech_to_samples
+    from lit_sllm.data.shards import SkipLog, write_samples
 
     skips = SkipLog()
     samples = librispeech_to_samples(args.root, skips)
@@ -33,7 +34,8 @@ def run_librispeech(args: argparse.Namespace) -> Any:
 
 
 def run_chat(args: argparse.Namespace) -> Any:
-    from lit_sllm.data.shards import SkipLog, chat_to_samples, write_samples
+    from lit_sllm.data.converters.chat import chat_to_samples
+    from lit_sllm.data.shards import SkipLog, write_samples
     from lit_sllm.data.tts import EspeakTTS
 
     skips = SkipLog()
@@ -95,7 +97,7 @@ def reporting(command: Callable[[argparse.Namespace], Any]) -> Callable[[argpars
 
 def speech_turns_arg(value: str) -> str:
     """argparse type for --speech-turns: "first", "all" or a probability (checked by the library's own picker)."""
-    from lit_sllm.data.shards import speech_turn_picker
+    from lit_sllm.data.converters.chat import speech_turn_picker
 
     try:
         speech_turn_picker(value)
