@@ -24,7 +24,7 @@ from lit_sllm.models.speech_llm import SpeechLLM
 Checker = Callable[[str, str, str], bool]
 
 
-def exact_match(task: str, answer: str, reference: str) -> bool:
+def matches_reference(task: str, answer: str, reference: str) -> bool:
     """Default checker: the answer equals the reference after text normalisation."""
     return normalize_text(answer) == normalize_text(reference)
 
@@ -110,7 +110,7 @@ class TextForgetting(L.Callback):
         self.max_batches = max_batches
         self.generate = generate
         self.max_new_tokens = max_new_tokens
-        self.checker = checker or exact_match
+        self.checker = checker or matches_reference
         self.limits = limits or ForgettingLimits()
         self.base: dict[str, SetScore] = {}
         self._batches: dict[str, tuple[list[Batch], list[Batch]]] = {}
