@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_sllm.data.batch import IGNORE_INDEX, Batch
+from lit_sllm.data.datamodule import text_eval_batches
 from lit_sllm.metrics.normalize import normalize_text
 from lit_sllm.models.speech_llm import SpeechLLM
 
@@ -120,8 +121,6 @@ class TextForgetting(L.Callback):
     def load_batches(self, name: str, model: SpeechLLM) -> tuple[list[Batch], list[Batch]]:
         """(teacher-forced batches, prompt-only batches) of one set, read once and kept."""
         if name not in self._batches:
-            from lit_sllm.data.datamodule import text_eval_batches
-
             self._batches[name] = text_eval_batches(
                 self.sets[name],
                 model.tokenizer,

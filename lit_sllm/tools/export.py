@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lit_sllm.config_errors import ConfigError
+
 
 def run(args: argparse.Namespace) -> int:
-    from lit_sllm.config_errors import ConfigError
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.modules.loading import load_recipe
 
     try:

@@ -14,6 +14,7 @@ import logging
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.data.teacher import TeacherSpec, label_shards
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
