@@ -3,7 +3,8 @@
 The graph is read from the AST, not by importing: an edge A -> B is an import of B that runs when A is imported
 (module level, also inside module-level `if`/`try`/`with` blocks and class bodies), not one inside a function and
 not one under `if TYPE_CHECKING:`. `from lit_sllm.x import y` is an edge to `lit_sllm.x.y` when y is a submodule,
-else to `lit_sllm.x`.
+else to `lit_sllm.x`. A package's lazy `__getattr__` (`lit_sllm.data.SpeechTextDataModule`) is not followed, so
+lit_sllm's own modules import the submodule that defines a name.
 """
 
 from __future__ import annotations
