@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text())
         return 0
     if argv[0] in LIGHTNING_COMMANDS or argv[0].startswith("-"):
-        from lit_sllm.lightning_cli import run_lightning
+        from lit_sllm.lightning_cli import run_lightning  # lazy: loads Lightning, only for training commands
 
         return run_lightning(None if from_command_line else argv)
     if argv[0] not in TOOLS:

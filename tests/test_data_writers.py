@@ -17,16 +17,11 @@ import torch
 import webdataset as wds
 
 from lit_sllm.data.audio import decode_audio, encode_flac, read_audio, resample
+from lit_sllm.data.converters.chat import chat_to_samples, speech_turn_picker
+from lit_sllm.data.converters.librispeech import librispeech_to_samples
+from lit_sllm.data.converters.manifest import write_manifest
 from lit_sllm.data.schema import SchemaError
-from lit_sllm.data.shards import (
-    ShardSetWriter,
-    SkipLog,
-    chat_to_samples,
-    librispeech_to_samples,
-    speech_turn_picker,
-    write_manifest,
-    write_samples,
-)
+from lit_sllm.data.shards import ShardSetWriter, SkipLog, write_samples
 from lit_sllm.data.tts import EspeakTTS, trim_silence
 from lit_sllm.tools.data import add_parser
 

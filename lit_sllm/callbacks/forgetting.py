@@ -19,13 +19,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_sllm.data.batch import IGNORE_INDEX, Batch
+from lit_sllm.data.datamodule import text_eval_batches
 from lit_sllm.metrics.normalize import normalize_text
 from lit_sllm.models.speech_llm import SpeechLLM
 
 Checker = Callable[[str, str, str], bool]
 
 
-def exact_match(task: str, answer: str, reference: str) -> bool:
+def matches_reference(task: str, answer: str, reference: str) -> bool:
     """Default checker: the answer equals the reference after text normalisation."""
     return normalize_text(answer) == normalize_text(reference)
 
@@ -111,7 +112,7 @@ class TextForgetting(L.Callback):
         self.max_batches = max_batches
         self.generate = generate
         self.max_new_tokens = max_new_tokens
-        self.checker = checker or exact_match
+        self.checker = checker or matches_reference
         self.limits = limits or ForgettingLimits()
         self.base: dict[str, SetScore] = {}
         self._batches: dict[str, tuple[list[Batch], list[Batch]]] = {}
@@ -121,8 +122,6 @@ class TextForgetting(L.Callback):
     def load_batches(self, name: str, model: SpeechLLM) -> tuple[list[Batch], list[Batch]]:
         """(teacher-forced batches, prompt-only batches) of one set, read once and kept."""
         if name not in self._batches:
-            from lit_sllm.data.datamodule import text_eval_batches
-
             self._batches[name] = text_eval_batches(
                 self.sets[name],
                 model.tokenizer,

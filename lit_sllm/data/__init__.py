@@ -15,7 +15,7 @@ __all__ = ["IGNORE_INDEX", "Batch", "EvalSetSpec", "SourceSpec", "SpeechTextData
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from lit_sllm.data import datamodule
+        from lit_sllm.data import datamodule  # lazy: see the module docstring
 
         return getattr(datamodule, name)
     raise AttributeError(f"module 'lit_sllm.data' has no attribute {name!r}")

@@ -13,7 +13,7 @@ from lit_sllm.data.prompts import ChatFormatter
 LLM_KEY = "model.init_args.llm"
 
 
-def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+def load_data_tokenizer(path: str) -> PreTrainedTokenizerBase:
     """The LLM tokenizer at `path`, with an error naming `data.tokenizer` when it cannot be loaded."""
     return load_pretrained(
         f"data.tokenizer (linked from {LLM_KEY})",
@@ -30,5 +30,5 @@ def load_formatter(
     chat_template_kwargs: dict[str, Any] | None = None,
 ) -> ChatFormatter:
     """The chat formatter on the tokenizer at `path`, with the run's template (a file or the text) and its kwargs."""
-    tokenizer = set_chat_template(load_tokenizer(path), chat_template, f"{LLM_KEY}.chat_template")
+    tokenizer = set_chat_template(load_data_tokenizer(path), chat_template, f"{LLM_KEY}.chat_template")
     return ChatFormatter(tokenizer, audio_token, chat_template_kwargs=chat_template_kwargs, key=LLM_KEY)

@@ -1,20 +1,10 @@
 """Metrics comparable with papers: WER (normalised), sacrebleu BLEU and rouge-score ROUGE as local `evaluate`
 modules, plus the documented text normaliser.
 
-`import evaluate` costs seconds, so the scoring API is imported on first use only.
+`import evaluate` costs seconds, so `scoring` imports it when the first metric is loaded, not at import time.
 """
 
-from typing import Any
-
 from lit_sllm.metrics.normalize import normalize_text
+from lit_sllm.metrics.scoring import METRICS, exact_match, load_metric, score
 
-_LAZY = ("METRICS", "exact_match", "load_metric", "score")
-__all__ = [*_LAZY, "normalize_text"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from lit_sllm.metrics import scoring
-
-        return getattr(scoring, name)
-    raise AttributeError(f"module 'lit_sllm.metrics' has no attribute '{name}'")
+__all__ = ["METRICS", "exact_match", "load_metric", "normalize_text", "score"]

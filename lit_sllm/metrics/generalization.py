@@ -18,6 +18,7 @@ from lit_sllm.data.batch import Batch
 from lit_sllm.data.collate import SampleEncoder, collate
 from lit_sllm.data.schema import Sample
 from lit_sllm.data.tasks import Task, TaskSet, task_turns
+from lit_sllm.metrics.scoring import exact_match, score
 from lit_sllm.models.speech_llm import SpeechLLM
 from lit_sllm.models.text_generation import answer_text_prompts
 
@@ -86,8 +87,6 @@ def score_requests(
     requests: Sequence[Request], speech: Sequence[str], text: Sequence[str], checker: TaskChecker | None = None
 ) -> dict[str, dict[str, float]]:
     """Category -> {n, exact, rougeL, bleu[, accuracy, teacher_accuracy]}."""
-    from lit_sllm.metrics.scoring import exact_match, score
-
     table = {}
     for category in CATEGORIES:
         rows = [i for i, r in enumerate(requests) if r.category == category]

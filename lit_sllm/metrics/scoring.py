@@ -11,11 +11,12 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import evaluate
+from typing import TYPE_CHECKING, Any
 
 from lit_sllm.metrics.normalize import normalize_text
+
+if TYPE_CHECKING:
+    import evaluate
 
 MODULES_DIR = Path(__file__).parent / "modules"
 
@@ -54,6 +55,8 @@ def load_metric(name: str) -> evaluate.EvaluationModule:
     Kept in memory, so scoring writes no Arrow cache files; only evaluate's dynamic-module copy of the script
     lands under `HF_MODULES_CACHE`.
     """
+    import evaluate  # costs seconds, so it is imported with the first metric, not with the package
+
     return evaluate.load(str(MODULES_DIR / _spec(name).folder), keep_in_memory=True)
 
 

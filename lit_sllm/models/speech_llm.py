@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from lit_sllm.data.batch import Batch
 from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN, ChatFormatter, ensure_audio_token
+from lit_sllm.models import export
 from lit_sllm.models.adapters import AdapterFactory, FrameStackMLP
 from lit_sllm.models.config import component_config
 from lit_sllm.models.encoders import SpeechEncoder
@@ -88,17 +90,37 @@ class SpeechLLM(nn.Module):
         return parser.instantiate_classes(parser.parse_object({"model": config})).model
 
     @classmethod
-    def from_pretrained(cls, folder: str) -> SpeechLLM:
-        """Loads a folder written by `lit-sllm export` (see `lit_sllm.models.export`)."""
-        from lit_sllm.models.export import load_pretrained
+    def from_pretrained(cls, folder: str | Path) -> SpeechLLM:
+        """Rebuilds a model from a folder written by `save_pretrained` or `lit-sllm export`; the LLM base comes from
+        its own path, as PEFT expects."""
+        folder = Path(folder)
+        config = export.read_config(folder)
+        lora = config.pop("lora")
+        model = cls.from_config({**config, "lora": None})
+        if lora is not None:
+            model.llm = export.load_lora(folder, model.llm)
+            model.lora_spec = LoraSpec(**lora)
+            apply_trainable(model, model.trainable)
+        export.load_speech_weights(folder, model)
+        return model
 
-        return load_pretrained(folder)
-
-    def save_pretrained(self, folder: str, merge_lora: bool = False) -> None:
-        """Writes an export folder that `from_pretrained` and plain transformers + peft can read."""
-        from lit_sllm.models.export import save_pretrained
-
-        save_pretrained(self, folder, merge_lora)
+    def save_pretrained(self, folder: str | Path, merge_lora: bool = False) -> Path:
+        """Writes an export folder (layout in `lit_sllm.models.export`) that `from_pretrained` and plain
+        transformers + peft can read, and returns it; with `merge_lora` the LoRA is folded into a copy of the LLM."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = self.config()
+        config["encoder"]["init_args"] = self.encoder.portable_init_args(folder / export.ENCODER_FOLDER)
+        config["llm"].update(export.save_tokenizer(folder, self.tokenizer, self.formatter.template))
+        if self.has_lora and merge_lora:
+            config["llm"].update(export.save_merged_llm(folder, self.llm, self.tokenizer))
+            config["lora"] = None
+            config["trainable"]["lora"] = False
+        elif self.has_lora:
+            export.save_lora(folder, self.llm)
+        export.save_speech_weights(folder, self.encoder, self.adapter)
+        export.write_config(folder, config)
+        return folder
 
     @property
     def sample_rate(self) -> int:

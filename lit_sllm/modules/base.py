@@ -21,6 +21,7 @@ from lit_sllm.config_errors import ConfigError
 from lit_sllm.data.batch import Batch
 from lit_sllm.data.generation import to_generation_batch
 from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN
+from lit_sllm.metrics import exact_match, score
 from lit_sllm.models.adapters import AdapterFactory, FrameStackMLP
 from lit_sllm.models.encoders import SpeechEncoder
 from lit_sllm.models.freezing import Trainable, component_of, format_parameter_table, parameter_counts
@@ -193,8 +194,6 @@ class SpeechLLMModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Corpus-level WER, BLEU and ROUGE per test set over every rank's answers (`test/<set>/<metric>`)."""
-        from lit_sllm.metrics import exact_match, score
-
         gathered = [self._test_outputs]
         if self.trainer.world_size > 1:
             gathered = [None] * self.trainer.world_size

@@ -11,6 +11,7 @@ import logging
 import sys
 
 from lit_sllm.bench import BENCHMARKS, GROUPS
+from lit_sllm.bench.report import results_markdown
 
 
 def benchmark_name(value: str) -> str:
@@ -21,6 +22,7 @@ def benchmark_name(value: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.bench.runner import expand, run_benchmark
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -31,8 +33,6 @@ def run(args: argparse.Namespace) -> int:
         path = run_benchmark(name, args.quick, args.out)
         print(f"{name}: skipped (see the warning above)" if path is None else f"{name}: wrote {path}")
     if args.table:
-        from lit_sllm.bench.report import results_markdown
-
         try:
             print(results_markdown(args.out), end="")
         except FileNotFoundError as err:

@@ -15,17 +15,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lit_sllm.config_errors import ConfigError
+from lit_sllm.tools import tune_batches
+
 TTS_ENGINES = ("espeak",)
 
 
 def run_write(args: argparse.Namespace) -> Any:
-    from lit_sllm.data.shards import write_manifest
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
+    from lit_sllm.data.converters.manifest import write_manifest
 
     return write_manifest(args.manifest, args.out, args.name, args.shard_size, args.workers, args.sample_rate)
 
 
 def run_librispeech(args: argparse.Namespace) -> Any:
-    from lit_sllm.data.shards import SkipLog, librispeech_to_samples, write_samples
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
+    from lit_sllm.data.converters.librispeech import librispeech_to_samples
+    from lit_sllm.data.shards import SkipLog, write_samples
 
     skips = SkipLog()
     samples = librispeech_to_samples(args.root, skips)
@@ -33,7 +39,9 @@ def run_librispeech(args: argparse.Namespace) -> Any:
 
 
 def run_chat(args: argparse.Namespace) -> Any:
-    from lit_sllm.data.shards import SkipLog, chat_to_samples, write_samples
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
+    from lit_sllm.data.converters.chat import chat_to_samples
+    from lit_sllm.data.shards import SkipLog, write_samples
     from lit_sllm.data.tts import EspeakTTS
 
     skips = SkipLog()
@@ -50,6 +58,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     if not args.shards:
         print("lit-sllm data inspect: give shards to inspect, or --augment YAML.", file=sys.stderr)
         return 2
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.data.inspect import format_report, inspect_shards
 
     report = inspect_shards(args.shards, sample_rate=args.sample_rate)
@@ -58,7 +67,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_inspect_augment(args: argparse.Namespace) -> int:
-    from lit_sllm.config_errors import ConfigError
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.data.inspect_augment import write_examples
 
     try:
@@ -95,7 +104,8 @@ def reporting(command: Callable[[argparse.Namespace], Any]) -> Callable[[argpars
 
 def speech_turns_arg(value: str) -> str:
     """argparse type for --speech-turns: "first", "all" or a probability (checked by the library's own picker)."""
-    from lit_sllm.data.shards import speech_turn_picker
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
+    from lit_sllm.data.converters.chat import speech_turn_picker
 
     try:
         speech_turn_picker(value)
@@ -152,6 +162,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     augment.add_argument("--each", action="store_true", help="every transform alone (p=1), one sample each")
     augment.add_argument("--seed", type=int, default=0, help="seed of the draws")
     inspect.set_defaults(func=run_inspect)
-    from lit_sllm.tools import tune_batches  # imports nothing heavy at module level
-
     tune_batches.add_parser(commands)

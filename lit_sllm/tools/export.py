@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lit_sllm.config_errors import ConfigError
+
 
 def run(args: argparse.Namespace) -> int:
-    from lit_sllm.config_errors import ConfigError
-    from lit_sllm.models.export import save_pretrained
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.modules.loading import load_recipe
 
     try:
@@ -20,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError) as err:
         print(f"lit-sllm export: {err}", file=sys.stderr)
         return 2
-    folder = save_pretrained(module.model, args.out, args.merge_lora)
+    folder = module.model.save_pretrained(args.out, args.merge_lora)
     print(f"exported {args.ckpt} -> {folder}")
     return 0
 

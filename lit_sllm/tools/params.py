@@ -34,6 +34,7 @@ def build_on_meta(section: dict[str, Any]) -> Any:
     import torch
     from jsonargparse import ArgumentParser
 
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.modules.base import SpeechLLMModule
 
     parser = ArgumentParser(parser_mode="omegaconf")
@@ -44,6 +45,7 @@ def build_on_meta(section: dict[str, Any]) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.models.freezing import format_parameter_table, parameter_counts
 
     module = build_on_meta(model_section(args.config))

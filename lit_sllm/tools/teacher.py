@@ -18,6 +18,7 @@ ATTENTION = ("sdpa", "eager", "flash_attention_2")
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.data.teacher import TeacherSpec, label_shards
     from lit_sllm.models.llm import LLMSpec
 

@@ -17,6 +17,7 @@ DEFAULT_WORLD = "data_shards/toy"
 
 
 def run_build(args: argparse.Namespace) -> int:
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.toy.build import build_world
     from lit_sllm.toy.report import format_figures
 
@@ -34,6 +35,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.toy.build import measure_world
     from lit_sllm.toy.report import format_figures
 

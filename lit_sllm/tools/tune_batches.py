@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lit_sllm.config_errors import ConfigError
+
 log = logging.getLogger(__name__)
 UNITS = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
@@ -115,6 +117,7 @@ def probe_batch(rows: int, seconds: float, tokens: int, model: Any, pad_id: int)
     """`rows` copies of one sample of `seconds` of noise and `tokens` text tokens, its second half labelled."""
     import torch
 
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.data.batch import IGNORE_INDEX
     from lit_sllm.data.collate import EncodedSample, collate
 
@@ -213,6 +216,7 @@ def batch_sizes(cells: list[Cell], grid: Any) -> list[list[int]]:
 
 def capacity_rows(spec: Any) -> Any:
     """(seconds, tokens) -> the rows the spec's own limits allow for a batch of such items."""
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.data.batching import MAX_ROWS
 
     def rows(seconds: float, tokens: int) -> int:
@@ -231,6 +235,7 @@ def build(config: dict[str, Any], device: str) -> tuple[Any, Any]:
     the model's LLM as `lit-sllm fit` links it."""
     from jsonargparse import ArgumentParser
 
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast)
     from lit_sllm.data.datamodule import SpeechTextDataModule
     from lit_sllm.modules.base import SpeechLLMModule
 
@@ -269,9 +274,10 @@ def tune_source(
     """Probes every bucket of train source `source` and fills its batching into the merged config."""
     from omegaconf import OmegaConf
 
+    # lazy: loads torch, so it waits until the command runs (`--help` stays fast); the first two load before the
+    # meter's baseline, which then counts only the model
     import lit_sllm.data.datamodule
-    import lit_sllm.modules.base  # noqa: F401  imported before the meter's baseline, which counts only the model
-    from lit_sllm.config_errors import ConfigError
+    import lit_sllm.modules.base  # noqa: F401
     from lit_sllm.data.buckets2d import scan_measures
 
     merged = OmegaConf.merge(*(OmegaConf.load(path) for path in config_paths))
@@ -312,8 +318,6 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     import yaml
-
-    from lit_sllm.config_errors import ConfigError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

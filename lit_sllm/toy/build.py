@@ -28,8 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lit_sllm.data.shards import Sample as ShardSample
-from lit_sllm.data.shards import ShardSetWriter
+from lit_sllm.data.shards import ShardSetWriter, StoredSample
 from lit_sllm.data.teacher import TeacherSpec, label_shards
 from lit_sllm.models.llm import LLMSpec
 from lit_sllm.toy.encoder import ToyEncoderConfig, ctc_wer, train_encoder
@@ -78,7 +77,7 @@ class WorldSizes:
     shard_size: int = 250
 
 
-def _spoken(key: str, task: str, sentence: Sentence, utterance: Utterance, turns: list[dict]) -> ShardSample:
+def _spoken(key: str, task: str, sentence: Sentence, utterance: Utterance, turns: list[dict]) -> StoredSample:
     """A one-clip speech sample with its transcript, exact word times and duration."""
     meta = {
         "key": key,
@@ -99,19 +98,19 @@ def _audio_first(prompt: str, answer: str) -> list[dict]:
     ]
 
 
-def asr_sample(sentence: Sentence, utterance: Utterance, key: str, rng: random.Random, _: Iterator) -> ShardSample:
+def asr_sample(sentence: Sentence, utterance: Utterance, key: str, rng: random.Random, _: Iterator) -> StoredSample:
     """user [speech, ASR prompt] -> the transcript."""
     return _spoken(key, "asr", sentence, utterance, _audio_first(rng.choice(ASR_PROMPTS), sentence.text))
 
 
-def st_sample(sentence: Sentence, utterance: Utterance, key: str, rng: random.Random, _: Iterator) -> ShardSample:
+def st_sample(sentence: Sentence, utterance: Utterance, key: str, rng: random.Random, _: Iterator) -> StoredSample:
     """user [speech, translation prompt] -> the sentence in tova."""
     task = TASKS["translate"]
     turns = _audio_first(rng.choice(task.phrasings), task.answer(sentence))
     return _spoken(key, "st", sentence, utterance, turns)
 
 
-def sqa_sample(sentence: Sentence, utterance: Utterance, key: str, rng: random.Random, _: Iterator) -> ShardSample:
+def sqa_sample(sentence: Sentence, utterance: Utterance, key: str, rng: random.Random, _: Iterator) -> StoredSample:
     """user [speech, a question about it] -> the answer; `toy_task` names the question's task, for checking."""
     task = TASKS[rng.choice(QUESTIONS)]
     meta, audio = _spoken(
@@ -122,7 +121,7 @@ def sqa_sample(sentence: Sentence, utterance: Utterance, key: str, rng: random.R
 
 def dialog_sample(
     sentence: Sentence, utterance: Utterance, key: str, rng: random.Random, more: Iterator[Sentence]
-) -> ShardSample:
+) -> StoredSample:
     """A 2-3 exchange chat whose first sentence is spoken; later sentences and all prompts are text."""
     turns = chat_sample(itertools.chain([sentence], more), key, rng)["turns"]
     first = turns[0]["parts"]
@@ -130,7 +129,7 @@ def dialog_sample(
     return _spoken(key, "dialog", sentence, utterance, turns)
 
 
-SpeechSampleBuilder = Callable[[Sentence, Utterance, str, random.Random, Iterator[Sentence]], ShardSample]
+SpeechSampleBuilder = Callable[[Sentence, Utterance, str, random.Random, Iterator[Sentence]], StoredSample]
 SPEECH_SETS: dict[str, SpeechSampleBuilder] = {
     "asr": asr_sample,
     "st": st_sample,
@@ -149,7 +148,7 @@ def speech_sentences(sizes: WorldSizes, seed: int) -> dict[tuple[str, str], list
     return allocated
 
 
-def write_set(folder: Path, name: str, samples: Iterator[ShardSample], shard_size: int) -> dict[str, Any]:
+def write_set(folder: Path, name: str, samples: Iterator[StoredSample], shard_size: int) -> dict[str, Any]:
     """Writes one shard set; returns its index."""
     with ShardSetWriter(folder, name, shard_size) as writer:
         for meta, audio in samples:
@@ -159,7 +158,7 @@ def write_set(folder: Path, name: str, samples: Iterator[ShardSample], shard_siz
 
 def _speech_samples(
     name: str, split: str, sentences: list[Sentence], speech: ToySpeech, seed: int
-) -> Iterator[ShardSample]:
+) -> Iterator[StoredSample]:
     more = sentence_stream(seed + 1, split)  # later sentences of dialogues
     for index, sentence in enumerate(sentences):
         key = f"toy-{name}-{split}-{index:06d}"

@@ -31,6 +31,7 @@ from transformers import WhisperConfig, WhisperModel
 from lit_sllm.data.audio import read_audio, resample
 from lit_sllm.data.pipeline import DataTally, ReadConfig, Slot, finite_samples, resolve_shards
 from lit_sllm.data.tts import Word
+from lit_sllm.metrics import score
 from lit_sllm.models.encoders import WhisperSpeechEncoder
 from lit_sllm.threads import torch_threads
 from lit_sllm.toy.language import generate_sentences, sentence_stream
@@ -263,8 +264,6 @@ def speech_wer(
     encoder: WhisperSpeechEncoder, head: CTCHead, waves: list[Tensor], texts: list[str], batch: int = 16
 ) -> float:
     """Corpus WER (normalised text) of greedy CTC transcripts of `waves` against `texts`."""
-    from lit_sllm.metrics import score
-
     hypotheses = []
     for start in range(0, len(waves), batch):
         hypotheses += transcribe(encoder, head, *pad_batch(waves[start : start + batch]))

@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_sllm.data.prompts import ChatFormatter
+from lit_sllm.metrics import score
 from lit_sllm.models.splice import splice_audio
 from lit_sllm.models.text_generation import answer_text_prompts
 from lit_sllm.toy.language import generate_sentences
@@ -136,8 +137,6 @@ def pseudo_speech_table(
 ) -> dict[str, dict[str, float]]:
     """Per variant: mean accuracy over the trained tasks (trained phrasings, test sentences) and the WER of copying
     the sentence, with every sentence given as that variant of pseudo-speech."""
-    from lit_sllm.metrics import score
-
     if isinstance(llm, str | Path):
         tokenizer, llm = AutoTokenizer.from_pretrained(str(llm)), AutoModelForCausalLM.from_pretrained(str(llm))
     else:

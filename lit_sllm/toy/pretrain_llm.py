@@ -125,7 +125,7 @@ class PlannedSample:
         return len(self.encoded.input_ids) - len(self.plans) + sum(len(plan) for plan in self.plans)
 
 
-def collate(samples: list[PlannedSample], pad_id: int) -> dict[str, Any]:
+def pad_planned(samples: list[PlannedSample], pad_id: int) -> dict[str, Any]:
     """Right-padded input_ids, attention_mask and labels, each (B, L), and the sentences' plans in order."""
     encoded = [sample.encoded for sample in samples]
     width = max(len(e.input_ids) for e in encoded)
@@ -164,7 +164,7 @@ def training_batches(formatter: ChatFormatter, config: ToyLLMConfig, seed: int) 
         batches = [pool[start : start + size] for start in range(0, len(pool), size)]
         rng.shuffle(batches)
         for batch in batches:
-            yield collate(batch, formatter.tokenizer.pad_token_id)
+            yield pad_planned(batch, formatter.tokenizer.pad_token_id)
 
 
 def pseudo_speech_loss(model: LlamaForCausalLM, batch: dict[str, Any], audio_id: int, generator: torch.Generator):
