@@ -34,7 +34,7 @@ def _vtb_run(root, recipe: str, seed: int, drop: float, wer: float) -> None:
 
 def _mtbi_run(root, recipe: str, seed: int, unseen_task: float) -> None:
     folder = root / f"{recipe}-s{seed}"
-    folder.mkdir(parents=True)
+    _csv_run(folder / "test", [{"test/asr/wer": 0.05 + seed / 100}])
     table = {
         "seen": {"accuracy": 0.9, "rougeL": 0.9},
         "unseen_prompt": {"accuracy": unseen_task + 0.1, "rougeL": 0.8},
@@ -62,6 +62,7 @@ def test_scores_take_each_runs_last_value_across_fit_and_test_logs(claim_runs):
     assert vtb["speech_only_sft"]["text ppl ratio"] == pytest.approx([1.3, 1.5, 1.4])
     assert vtb["joint_sft"]["ASR WER"] == [0.1] * 3 and vtb["joint_sft"]["spoken QA exact match"] == [0.8] * 3
     assert mtbi_scores(claim_runs)["asr_only"]["unseen prompt: accuracy"] == pytest.approx([0.3] * 3)
+    assert mtbi_scores(claim_runs)["asr_only"]["ASR WER"] == pytest.approx([0.05, 0.06, 0.07])  # the test log
 
 
 def test_mean_std_and_tables():

@@ -26,7 +26,7 @@ from transformers import PreTrainedModel
 from lit_sllm.data.pipeline import DataTally, ShardInfo, read_shard, resolve_shards
 from lit_sllm.data.prompts import ChatFormatter
 from lit_sllm.data.schema import SchemaError
-from lit_sllm.data.shards import INDEX_FILE, Sample, ShardSetWriter, SkipLog, stored_meta
+from lit_sllm.data.shards import INDEX_FILE, ShardSetWriter, SkipLog, StoredSample, stored_meta
 from lit_sllm.data.tasks import TaskSet, pick_prompt, task_turns
 from lit_sllm.models.llm import LLMSpec, load_llm, load_tokenizer
 from lit_sllm.models.text_generation import answer_text_prompts
@@ -79,7 +79,7 @@ def teacher_requests(meta: dict, key: str, tasks: TaskSet, seed: int) -> list[tu
     return requests
 
 
-def shard_samples(url: str, skips: SkipLog) -> list[Sample]:
+def shard_samples(url: str, skips: SkipLog) -> list[StoredSample]:
     """The samples of one input shard as (meta with "key", audio members); those breaking the schema go to `skips`.
 
     Raises:
@@ -104,7 +104,7 @@ def shard_samples(url: str, skips: SkipLog) -> list[Sample]:
 
 def label_shard(
     url: str, llm: PreTrainedModel, formatter: ChatFormatter, tasks: TaskSet, spec: TeacherSpec
-) -> tuple[list[Sample], int, SkipLog]:
+) -> tuple[list[StoredSample], int, SkipLog]:
     """The samples of shard `url` with the teacher's answer and prompt for every seen task added to their JSON.
 
     Returns:
