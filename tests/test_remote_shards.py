@@ -23,7 +23,7 @@ from lit_sllm.data.inspect import inspect_shards
 from lit_sllm.data.pipeline import DataTally, RetryPolicy, read_index, read_shard
 
 pytestmark = pytest.mark.cluster
-SETS = ("asr/train", "asr/val", "mtbi/val")
+SETS = ("asr/train", "asr/val", "asr/test")
 FAST_RETRY = RetryPolicy(attempts=3, wait_s=0.2, timeout_s=5.0)
 
 
@@ -76,7 +76,7 @@ def web():
     server.stop()
 
 
-@pytest.mark.parametrize("set_name", ["asr/val", "mtbi/val"])
+@pytest.mark.parametrize("set_name", ["asr/val", "asr/test"])
 def test_inspect_over_s3_and_http_reports_what_the_local_copy_holds(s3, web, set_name):
     local = inspect_shards(str(TOY_WORLD / set_name))
     assert local["samples"] == sum(s.samples for s in read_index(TOY_WORLD / set_name / "index.json"))
