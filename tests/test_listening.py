@@ -27,7 +27,7 @@ trainer:
 # recipe config -> (steps, validation set, the smallest gap in nats per answer token that counts as listening)
 GUARDS = {
     "experiments/toy/mtbi.yaml": (240, "mtbi", 1.0),
-    "experiments/toy/joint_sft.yaml": (120, "asr", 1.0),
+    "experiments/toy/joint_sft.yaml": (300, "asr", 1.0),
 }
 
 
@@ -46,4 +46,5 @@ def test_the_shipped_recipes_listen(config, tmp_path):
         rows = [row for row in csv.DictReader(handle) if row.get(f"val/{val_set}/audio_gap")]
     true_loss = float(rows[-1][f"val/{val_set}/loss"])
     shuffled = float(rows[-1][f"val/{val_set}/shuffled_audio_loss"])
+    print(f"{config}: loss {true_loss:.3f} with its own audio, {shuffled:.3f} with another row's")
     assert shuffled - true_loss >= margin, f"loss {true_loss:.3f} with its own audio, {shuffled:.3f} with another's"
