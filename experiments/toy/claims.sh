@@ -5,14 +5,14 @@
 # (`lit-sllm test`), then prints the tables (also written to runs/toy/claims/claims.json);
 # notebooks/claims.ipynb plots them.
 # Finished runs are skipped, so an interrupted sweep resumes where it stopped.
-#   SEEDS="0 1 2"            seeds of every recipe
+#   SEEDS="0 1 2 3 4"        seeds of every recipe (5 for the README tables)
 #   JOBS=2                   runs at once; each gets 2/JOBS CPU threads
 #   FIT_ARGS="..."           extra `lit-sllm fit` overrides for every run (e.g. --trainer.max_steps 100)
 #   LIT_SLLM, PYTHON         the lit-sllm and python to use (`make claims` passes the venv's)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LIT_SLLM=${LIT_SLLM:-lit-sllm}
-SEEDS=${SEEDS:-"0 1 2"}
+SEEDS=${SEEDS:-"0 1 2 3 4"}
 JOBS=${JOBS:-2}
 ROOT=claims
 RECIPES="joint_sft speech_only_sft mtbi mtbi_no_interleave asr_only"
