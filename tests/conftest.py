@@ -77,11 +77,11 @@ def build_llm(folder: Path, family: str = "llama", seed: int = 0) -> Path:
     return folder
 
 
-def build_whisper(folder: Path, seed: int = 0) -> Path:
-    from transformers import WhisperConfig, WhisperModel
+def whisper_config(max_source_positions: int = 400):
+    """A tiny Whisper; `max_source_positions` sets its window (positions x 2 mel frames x 160-sample hop)."""
+    from transformers import WhisperConfig
 
-    torch.manual_seed(seed)
-    config = WhisperConfig(
+    return WhisperConfig(
         num_mel_bins=16,
         d_model=24,
         encoder_layers=2,
@@ -90,7 +90,7 @@ def build_whisper(folder: Path, seed: int = 0) -> Path:
         decoder_layers=1,
         decoder_attention_heads=2,
         decoder_ffn_dim=16,
-        max_source_positions=400,
+        max_source_positions=max_source_positions,
         max_target_positions=16,
         vocab_size=64,
         pad_token_id=0,
@@ -98,15 +98,19 @@ def build_whisper(folder: Path, seed: int = 0) -> Path:
         eos_token_id=2,
         decoder_start_token_id=1,
     )
-    WhisperModel(config).save_pretrained(folder)
+
+
+def build_whisper(folder: Path, seed: int = 0) -> Path:
+    from transformers import WhisperModel
+
+    torch.manual_seed(seed)
+    WhisperModel(whisper_config()).save_pretrained(folder)
     return folder
 
 
-def build_wav2vec2_family(folder: Path, model_type: str = "hubert", seed: int = 0) -> Path:
-    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
-
-    torch.manual_seed(seed)
-    common = dict(
+def wav2vec2_config(config_class, feat_extract_norm: str = "layer"):
+    """A tiny wav2vec2-family config (`config_class`: HubertConfig, Wav2Vec2Config, ...)."""
+    return config_class(
         hidden_size=24,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -116,13 +120,19 @@ def build_wav2vec2_family(folder: Path, model_type: str = "hubert", seed: int = 
         conv_kernel=(10, 4, 4),
         num_conv_pos_embeddings=8,
         num_conv_pos_embedding_groups=2,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
+        feat_extract_norm=feat_extract_norm,
+        do_stable_layer_norm=feat_extract_norm == "layer",
         mask_time_prob=0.0,
     )
+
+
+def build_wav2vec2_family(folder: Path, model_type: str = "hubert", seed: int = 0) -> Path:
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(seed)
     families = {
-        "hubert": lambda: HubertModel(HubertConfig(**common)),
-        "wav2vec2": lambda: Wav2Vec2Model(Wav2Vec2Config(**common)),
+        "hubert": lambda: HubertModel(wav2vec2_config(HubertConfig)),
+        "wav2vec2": lambda: Wav2Vec2Model(wav2vec2_config(Wav2Vec2Config)),
     }
     families[model_type]().save_pretrained(folder)
     return folder

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import wav2vec2_config, whisper_config
 from jsonargparse import ArgumentParser
-from transformers import AutoModel, BertConfig, HubertConfig, Wav2Vec2Config, WhisperConfig
+from transformers import AutoModel, BertConfig, HubertConfig, Wav2Vec2Config
 
 from lit_sllm.config_errors import ConfigError, class_keys
 from lit_sllm.models.config import component_config
@@ -31,51 +32,18 @@ def _save(model_class, config, folder):
     return folder
 
 
-def _wav2vec2_config(config_class, feat_extract_norm: str):
-    return config_class(
-        hidden_size=24,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=48,
-        conv_dim=(16, 16, 16),
-        conv_stride=(5, 4, 4),
-        conv_kernel=(10, 4, 4),
-        num_conv_pos_embeddings=8,
-        num_conv_pos_embedding_groups=2,
-        feat_extract_norm=feat_extract_norm,
-        do_stable_layer_norm=feat_extract_norm == "layer",
-        mask_time_prob=0.0,
-    )
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict:
     """Tiny random checkpoints by name: a Whisper with a 1 s window and three wav2vec2-family models."""
     from transformers import HubertModel, Wav2Vec2Model, WhisperModel
 
-    whisper = WhisperConfig(
-        num_mel_bins=16,
-        d_model=24,
-        encoder_layers=2,
-        encoder_attention_heads=2,
-        encoder_ffn_dim=48,
-        decoder_layers=1,
-        decoder_attention_heads=2,
-        decoder_ffn_dim=16,
-        max_source_positions=50,
-        max_target_positions=16,
-        vocab_size=64,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        decoder_start_token_id=1,
-    )
+    whisper = whisper_config(max_source_positions=50)  # a 1 s window
     folder = tmp_path_factory.mktemp
     return {
         "whisper": _save(WhisperModel, whisper, folder("whisper")),
-        "hubert": _save(HubertModel, _wav2vec2_config(HubertConfig, "layer"), folder("hubert")),
-        "wav2vec2": _save(Wav2Vec2Model, _wav2vec2_config(Wav2Vec2Config, "layer"), folder("wav2vec2")),
-        "wav2vec2-group-norm": _save(Wav2Vec2Model, _wav2vec2_config(Wav2Vec2Config, "group"), folder("w2v2_gn")),
+        "hubert": _save(HubertModel, wav2vec2_config(HubertConfig, "layer"), folder("hubert")),
+        "wav2vec2": _save(Wav2Vec2Model, wav2vec2_config(Wav2Vec2Config, "layer"), folder("wav2vec2")),
+        "wav2vec2-group-norm": _save(Wav2Vec2Model, wav2vec2_config(Wav2Vec2Config, "group"), folder("w2v2_gn")),
     }
 
 
