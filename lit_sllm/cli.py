@@ -17,7 +17,10 @@ LIGHTNING_COMMANDS = {
     "validate": "run the validation sets once",
     "test": "run the test sets once",
     "predict": "generate answers and write them out",
+    "evaluate": "validate a checkpoint: val sets, forgetting sets and the generalisation benchmark",
 }
+# Commands that are another Lightning command under a name that says what they are for.
+ALIASES = {"evaluate": "validate"}
 # Tool name -> (module exposing `add_parser(subparsers)`, one-line help). Tool modules keep their heavy imports
 # inside the functions that run the command, so parsing and `--help` stay fast.
 TOOLS: dict[str, tuple[str, str]] = {
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in LIGHTNING_COMMANDS or argv[0].startswith("-"):
         from lit_sllm.lightning_cli import run_lightning  # lazy: loads Lightning, only for training commands
 
+        if argv[0] in ALIASES:
+            return run_lightning([ALIASES[argv[0]], *argv[1:]])
         return run_lightning(None if from_command_line else argv)
     if argv[0] not in TOOLS:
         print(f"lit-sllm: unknown command {argv[0]!r}.\n\n{help_text()}", file=sys.stderr)

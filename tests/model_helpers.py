@@ -74,12 +74,21 @@ def make_batch(model: SpeechLLM, transcripts: list[str], seed: int = 0, prompt_o
 
 
 class BatchListDataModule(L.LightningDataModule):
-    """Serves fixed, pre-built batches: for module tests that need a Trainer but not the data layer."""
+    """Serves fixed, pre-built batches: for module tests that need a Trainer but not the data layer; named eval sets
+    (`data.eval`) come from `eval_data`, a real `SpeechTextDataModule`, when given."""
 
-    def __init__(self, train: list[Batch], val: list[Batch] | None = None) -> None:
+    def __init__(self, train: list[Batch], val: list[Batch] | None = None, eval_data=None) -> None:
         super().__init__()
         self.train, self.val = train, val or []
         self.sample_rate = 16000
+        self.eval_data = eval_data
+
+    def require_eval_set(self, name: str, key: str) -> None:
+        self.eval_data.require_eval_set(name, key)
+
+    def eval_dataloader(self, name: str):
+        self.eval_data.trainer = self.trainer
+        return self.eval_data.eval_dataloader(name)
 
     def train_dataloader(self):
         return torch.utils.data.DataLoader(self.train, batch_size=None, shuffle=False)
@@ -133,3 +142,24 @@ class StepLog(L.Callback):
             deadline = time.monotonic() + self.hold_s
             while time.monotonic() < deadline and not any(getattr(c, "pending", False) for c in trainer.callbacks):
                 time.sleep(0.1)
+
+
+class EvalKeyRecorder(L.Callback):
+    """Writes the keys this rank scored in the forgetting sets and the generalisation benchmark at fit end, to
+    `<folder>/eval_keys.rank<r>.json` (for each-rank-its-share checks)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_fit_end(self, trainer, pl_module):
+        from lit_sllm.callbacks.forgetting import TextForgetting
+        from lit_sllm.callbacks.generalization import GeneralizationBenchmark
+
+        keys = {}
+        for callback in trainer.callbacks:
+            if isinstance(callback, TextForgetting):
+                keys |= {f"forgetting/{name}": sorted(score.log_probs) for name, score in callback.last.items()}
+            if isinstance(callback, GeneralizationBenchmark):
+                keys["generalization"] = callback.local_keys
+        path = Path(self.folder) / f"eval_keys.rank{trainer.global_rank}.json"
+        path.write_text(json.dumps(keys))

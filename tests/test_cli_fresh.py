@@ -56,6 +56,14 @@ data:
       asr: {{shards: {world}/asr/test, batching: {{batch_size: 8}}}}
     predict:
       asr: {{shards: {world}/asr/test, batching: {{batch_size: 8}}}}
+    eval:
+      generalization:
+        shards: {world}/asr/test
+        max_samples: 2
+        batching: {{batch_size: 16}}
+        expand:
+          class_path: lit_sllm.data.generalization.GeneralizationRequests
+          init_args: {{tasks: {world}/tasks.yaml}}
 trainer:
   accelerator: cpu
   max_steps: 3
@@ -71,6 +79,8 @@ trainer:
       init_args: {{dirpath: {root}/ckpt, save_last: true}}
     - class_path: lit_sllm.callbacks.predictions.PredictionWriter
       init_args: {{output: {root}/predict.jsonl}}
+    - class_path: lit_sllm.callbacks.generalization.GeneralizationBenchmark
+      init_args: {{set: generalization, max_new_tokens: 4, checker: lit_sllm.toy.checkers.spoken_task_checker}}
 """
 PLAIN_PEFT = """
 import sys, torch
@@ -124,6 +134,13 @@ def test_fit_test_predict_export_and_load_in_fresh_processes(recipe, tmp_path):
     assert "frozen" in test.stderr and "kept from pretrained paths" in test.stderr  # one line instead
     predictions = list(root.glob("run/version_*/predictions/test_asr.jsonl"))
     assert len(predictions) == 1 and len(predictions[0].read_text().splitlines()) == 8
+
+    # the benchmark on the checkpoint, as a command, gives the very table the end of the fit printed
+    (fit_table,) = [json.loads(p.read_text()) for p in root.glob("run/version_*/generalization.json")]
+    evaluate = ok(cli("evaluate", "--config", str(config), "--ckpt_path", str(last)))
+    assert "Generalisation benchmark" in evaluate.stderr + evaluate.stdout
+    tables = [json.loads(p.read_text()) for p in sorted(root.glob("run/version_*/generalization.json"))]
+    assert len(tables) == 2 and tables[0] == tables[1] == fit_table and fit_table["seen"]["n"] > 0
 
     ok(cli("predict", "--config", str(config), "--ckpt_path", str(last)))
     answers = [json.loads(line) for line in (root / "predict.jsonl").read_text().splitlines()]

@@ -14,8 +14,8 @@ from lit_sllm.config_errors import ConfigError
 from lit_sllm.data import Batch, EvalSetSpec, SourceSpec, SpeechTextDataModule
 from lit_sllm.data.batch import IGNORE_INDEX
 from lit_sllm.data.batching import BatchingSpec
-from lit_sllm.data.datamodule import text_eval_batches
 from lit_sllm.data.schema import Sample
+from lit_sllm.data.streams import EvalStream
 
 
 @pytest.fixture(scope="module")
@@ -241,12 +241,21 @@ data:
     assert dm.val_set_names == ["dev"]
 
 
-def test_text_eval_batches_pair_scored_and_prompt_batches(tokenizer_dir, sets):
-    tokenizer = make_tokenizer_from(tokenizer_dir)
-    scored, prompts = text_eval_batches(sets["text"], tokenizer, batch_size=2, max_batches=2)
-    assert [b.size for b in scored] == [2, 2] and [b.keys for b in scored] == [b.keys for b in prompts]
-    assert all(b.num_target_tokens() > 0 for b in scored) and all(b.num_target_tokens() == 0 for b in prompts)
-    assert prompts[0].references == ["red", "red"]
+def test_named_eval_sets_give_the_first_samples_once_with_scored_and_prompt_views(tokenizer_dir, sets):
+    dm = module(tokenizer_dir, eval={"text": EvalSetSpec(sets["text"], BatchingSpec(batch_size=2), max_samples=5)})
+    dm.trainer = None
+    batches = list(dm.eval_dataloader("text"))
+    keys = [key for b in batches for key in b.keys]
+    assert sorted(keys) == sorted(sets["text_keys"][:5])  # the set's first 5 records, each once
+    assert all(b.num_target_tokens() > 0 for b in batches)
+    prompts = [b.generation_view() for b in batches]
+    assert [p.keys for p in prompts] == [b.keys for b in batches] and all(not p.num_target_tokens() for p in prompts)
+    assert prompts[0].references == ["red"] * prompts[0].size
+    shares = [EvalStream(dm._plan("eval", "text", dm.eval_specs["text"]), 0, rank, 2) for rank in (0, 1)]
+    split = [[key for b in share for key in b.keys] for share in shares]
+    assert sorted(split[0] + split[1]) == sorted(keys) and split[0] and split[1]  # ranks split the first 5
+    with pytest.raises(ConfigError, match=r"X.sets names eval set 'other' but data.eval has \['text'\]"):
+        dm.require_eval_set("other", "X.sets")
 
 
 def make_tokenizer_from(folder: str):

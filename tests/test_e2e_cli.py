@@ -46,6 +46,8 @@ data:
     test:
       asr: {{shards: {asr}, batching: {{batch_size: 4}}}}
       text: {{shards: {text}, batching: {{batch_size: 4}}, generate: true}}
+    eval:
+      text: {{shards: {text}, batching: {{batch_size: 2}}, max_samples: 4}}
 trainer:
   accelerator: cpu
   max_steps: 6
@@ -61,7 +63,7 @@ trainer:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {{dirpath: {root}/ckpt, save_last: true, every_n_train_steps: 3}}
     - class_path: lit_sllm.callbacks.forgetting.TextForgetting
-      init_args: {{sets: {{text: {text}}}, batch_size: 2, max_batches: 2, max_new_tokens: 3}}
+      init_args: {{sets: [text], max_new_tokens: 3}}
     - class_path: lit_sllm.callbacks.samples.SampleTable
       init_args: {{rows_per_set: 2, max_new_tokens: 3}}
     - class_path: lit_sllm.callbacks.throughput.Throughput

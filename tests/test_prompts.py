@@ -4,6 +4,7 @@ prompts that are the training rendering cut at the answer, and the toy world's e
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,9 @@ from lit_sllm.config_errors import ConfigError
 from lit_sllm.data.batch import IGNORE_INDEX
 from lit_sllm.data.chat_spans import MARKER, NOTHING, TEXT, follow_answer, last_run_start, locate_answers, token_labels
 from lit_sllm.data.chat_template import FALLBACK_CHAT_TEMPLATE
-from lit_sllm.data.collate import EncodedSample, collate
-from lit_sllm.data.generation import to_generation_batch
+from lit_sllm.data.collate import SampleEncoder, collate
 from lit_sllm.data.prompts import ChatFormatter
+from lit_sllm.data.schema import Sample
 from lit_sllm.models.llm import LLMSpec, load_tokenizer
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -210,11 +211,13 @@ def test_training_and_evaluation_prompts_agree_on_multi_turn_dialogues(name):
     assert prompt.input_ids == before_answer and reference == "the cat"
     assert formatter.encode_prompt(DIALOGUE[:-1])[0].input_ids == before_answer  # no answer yet: a stand-in is cut
     assert formatter.encode(DIALOGUE[:-1], add_generation_prompt=True).input_ids == before_answer
-    clip = torch.zeros(160)
-    sample = EncodedSample("k", "dialog", trained.input_ids, trained.labels, [clip], reference)
-    batch = to_generation_batch(collate([sample], "dialog", 0), formatter.tokenizer, formatter.audio_token_id)
-    assert batch.input_ids[0].tolist() == before_answer and batch.references == ["the cat"]
-    assert batch.audio.shape[0] == 1  # the clip sits in the prompt
+    sample = Sample("k", "dialog", DIALOGUE, audio={"a0": (torch.zeros(160), 16000)})
+    encoded = SampleEncoder(formatter, 16000, prompt_view=True)(sample, random.Random(0))
+    batch = collate([encoded], "dialog", 0)
+    assert batch.input_ids[0].tolist() == trained.input_ids and batch.num_target_tokens() > 0
+    prompts = batch.generation_view()
+    assert prompts.input_ids[0].tolist() == before_answer and prompts.references == ["the cat"]
+    assert prompts.num_target_tokens() == 0 and prompts.audio.shape[0] == 1  # the clip sits in the prompt
 
 
 # --- the toy world keeps its encodings --------------------------------------------------------------------------

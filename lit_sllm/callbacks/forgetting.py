@@ -1,25 +1,27 @@
 """Text-only forgetting: is the LLM still the LLM it was?
 
-At fit start the base LLM (LoRA disabled) is scored on text-only eval sets; at every validation the current model
-is scored on the same batches. Logged per set as `forgetting/<set>/<metric>`: perplexity on answer tokens and its
-ratio to the base, KL(base || current) on answer tokens, generation accuracy and its drop. A frozen-LLM recipe must
-read ppl_ratio 1 and KL 0; this callback is how it proves it.
+At fit start the base LLM (LoRA disabled) is scored on text-only eval sets (`data.eval.<set>`, each rank its share);
+at every validation the current model is scored on the same samples. Logged per set as `forgetting/<set>/<metric>`,
+summed over ranks: perplexity on answer tokens and its ratio to the base, KL(base || current) on answer tokens,
+generation accuracy and its drop. A frozen-LLM recipe must read ppl_ratio 1 and KL 0; this callback is how it proves
+it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lit_sllm.callbacks.gather import sum_over_ranks
 from lit_sllm.data.batch import IGNORE_INDEX, Batch
-from lit_sllm.data.datamodule import text_eval_batches
 from lit_sllm.metrics.normalize import normalize_text
 from lit_sllm.models.speech_llm import SpeechLLM
 
@@ -48,16 +50,14 @@ class ForgettingLimits:
 
 @dataclass
 class SetScore:
-    """Scores of one eval set; `log_probs` are kept for the KL against the base."""
+    """One rank's scores of its share of an eval set; `log_probs` (by sample key) are kept for the KL to the base."""
 
-    nll: float
-    tokens: int
-    accuracy: float | None
-    log_probs: list[Tensor]
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.nll / max(self.tokens, 1))
+    nll: float = 0.0
+    tokens: int = 0
+    hits: int = 0
+    answered: int = 0
+    samples: int = 0
+    log_probs: dict[str, Tensor] = field(default_factory=dict)
 
 
 def answer_log_probs(model: SpeechLLM, batch: Batch) -> tuple[list[Tensor], float, int]:
@@ -75,22 +75,21 @@ def answer_log_probs(model: SpeechLLM, batch: Batch) -> tuple[list[Tensor], floa
     return rows, float(nll), int(answer.sum())
 
 
-def kl_divergence(base: list[Tensor], current: list[Tensor]) -> float:
-    """Mean over answer tokens of KL(base || current)."""
+def kl_sum(base: dict[str, Tensor], current: dict[str, Tensor]) -> tuple[float, int]:
+    """Summed KL(base || current) over the answer tokens of the samples both scored, and those tokens' count."""
     total, count = 0.0, 0
-    for p_log, q_log in zip(base, current):
+    for key in base.keys() & current.keys():
+        p_log, q_log = base[key], current[key]
         total += float((p_log.exp() * (p_log - q_log)).sum())
         count += p_log.shape[0]
-    return total / max(count, 1)
+    return total, count
 
 
 class TextForgetting(L.Callback):
     """Scores the LLM's text-only skills against its own base during training.
 
     Args:
-        sets: name -> text-only eval set (shards glob, folder or index.json), scored in this order.
-        batch_size: rows per batch.
-        max_batches: batches per set (bounds the cost of every validation).
+        sets: names of text-only eval sets under `data.eval` (their size is the set's `max_samples`).
         generate: also score generation accuracy against the references.
         max_new_tokens: answer length cap when generating.
         checker: `(task, answer, reference) -> bool`; defaults to normalised exact match.
@@ -99,85 +98,90 @@ class TextForgetting(L.Callback):
 
     def __init__(
         self,
-        sets: dict[str, str],
-        batch_size: int = 8,
-        max_batches: int = 4,
+        sets: list[str],
         generate: bool = True,
         max_new_tokens: int = 32,
         checker: Checker | None = None,
         limits: ForgettingLimits | None = None,
     ) -> None:
-        self.sets = dict(sets)
-        self.batch_size = batch_size
-        self.max_batches = max_batches
+        self.sets = list(sets)
         self.generate = generate
         self.max_new_tokens = max_new_tokens
         self.checker = checker or matches_reference
         self.limits = limits or ForgettingLimits()
         self.base: dict[str, SetScore] = {}
-        self._batches: dict[str, tuple[list[Batch], list[Batch]]] = {}
+        self.last: dict[str, SetScore] = {}
 
-    # --- data -----------------------------------------------------------------------------------------------------
-
-    def load_batches(self, name: str, model: SpeechLLM) -> tuple[list[Batch], list[Batch]]:
-        """(teacher-forced batches, prompt-only batches) of one set, read once and kept."""
-        if name not in self._batches:
-            self._batches[name] = text_eval_batches(
-                self.sets[name],
-                model.tokenizer,
-                self.batch_size,
-                self.max_batches,
-                audio_token=model.audio_token,
-                chat_template_kwargs=model.llm_spec.chat_template_kwargs,
-            )
-        return self._batches[name]
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for name in self.sets:
+            trainer.datamodule.require_eval_set(name, "TextForgetting.sets")
 
     # --- scoring --------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def score(self, model: SpeechLLM, name: str, device: torch.device) -> SetScore:
-        scored, prompts = self.load_batches(name, model)
-        log_probs, nll, tokens = [], 0.0, 0
-        for batch in scored:
-            rows, batch_nll, batch_tokens = answer_log_probs(model, batch.to(device))
-            log_probs += rows
-            nll += batch_nll
-            tokens += batch_tokens
-        accuracy = self._accuracy(model, prompts, device) if self.generate else None
-        return SetScore(nll, tokens, accuracy, log_probs)
+    def score(self, trainer: L.Trainer, model: SpeechLLM, name: str, device: torch.device) -> SetScore:
+        """This rank's share of set `name`, as the DataModule hands it out."""
+        result = SetScore()
+        for batch in trainer.datamodule.eval_dataloader(name):
+            batch = batch.to(device)
+            rows, nll, tokens = answer_log_probs(model, batch)
+            result.log_probs.update(zip(batch.keys, rows))
+            result.nll, result.tokens, result.samples = (
+                result.nll + nll,
+                result.tokens + tokens,
+                result.samples + batch.size,
+            )
+            if self.generate:
+                prompts = batch.generation_view()
+                answers = model.generate(prompts, max_new_tokens=self.max_new_tokens)
+                result.hits += sum(map(self.checker, prompts.tasks, answers, prompts.references))
+                result.answered += len(answers)
+        return result
 
-    def _accuracy(self, model: SpeechLLM, prompts: list[Batch], device: torch.device) -> float:
-        hits, total = 0, 0
-        for batch in prompts:
-            answers = model.generate(batch.to(device), max_new_tokens=self.max_new_tokens)
-            hits += sum(self.checker(t, a, r) for t, a, r in zip(batch.tasks, answers, batch.references))
-            total += len(answers)
-        return hits / max(total, 1)
-
-    def metrics(self, name: str, current: SetScore) -> dict[str, float]:
+    def metrics(self, trainer: L.Trainer, name: str, current: SetScore) -> dict[str, float]:
+        """The set's metrics over every rank's share."""
         base = self.base[name]
+        kl, kl_tokens = kl_sum(base.log_probs, current.log_probs)
+        sums = [current.nll, current.tokens, base.nll, base.tokens, kl, kl_tokens, current.samples]
+        sums += [current.hits, base.hits, current.answered]
+        nll, tokens, base_nll, base_tokens, kl, kl_tokens, samples, hits, base_hits, answered = sum_over_ranks(
+            trainer, sums
+        )
+        perplexity, base_perplexity = math.exp(nll / max(tokens, 1)), math.exp(base_nll / max(base_tokens, 1))
         out = {
-            "ppl": current.perplexity,
-            "ppl_ratio": current.perplexity / base.perplexity,
-            "kl": kl_divergence(base.log_probs, current.log_probs),
+            "ppl": perplexity,
+            "ppl_ratio": perplexity / base_perplexity,
+            "base_ppl": base_perplexity,
+            "kl": kl / max(kl_tokens, 1),
+            "samples": samples,
         }
-        if current.accuracy is not None:
-            out |= {"accuracy": current.accuracy, "accuracy_drop": base.accuracy - current.accuracy}
+        if self.generate:
+            accuracy, base_accuracy = hits / max(answered, 1), base_hits / max(answered, 1)
+            out |= {"accuracy": accuracy, "base_accuracy": base_accuracy, "accuracy_drop": base_accuracy - accuracy}
         return out
 
     # --- hooks ----------------------------------------------------------------------------------------------------
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.score_base(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:  # `lit-sllm evaluate` / `validate` of a checkpoint
+            self.score_base(trainer, pl_module)
+
+    def score_base(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Scores the base LLM (LoRA disabled) on every set and logs `forgetting/<set>/base_*`."""
         model: SpeechLLM = pl_module.model
         was_training = model.training
         model.eval()
         with model.without_lora():
-            self.base = {name: self.score(model, name, pl_module.device) for name in self.sets}
+            self.base = {name: self.score(trainer, model, name, pl_module.device) for name in self.sets}
         model.train(was_training)
-        for name, score in self.base.items():
-            base_metrics = {f"forgetting/{name}/base_ppl": score.perplexity}
-            if score.accuracy is not None:
-                base_metrics[f"forgetting/{name}/base_accuracy"] = score.accuracy
+        for name in self.sets:
+            values = self.metrics(trainer, name, self.base[name])
+            base_metrics = {f"forgetting/{name}/base_ppl": values["base_ppl"]}
+            if self.generate:
+                base_metrics[f"forgetting/{name}/base_accuracy"] = values["base_accuracy"]
             for logger in trainer.loggers:
                 logger.log_metrics(base_metrics, step=trainer.global_step)
 
@@ -185,7 +189,8 @@ class TextForgetting(L.Callback):
         if trainer.sanity_checking or not self.base:
             return
         for name in self.sets:
-            values = self.metrics(name, self.score(pl_module.model, name, pl_module.device))
+            self.last[name] = self.score(trainer, pl_module.model, name, pl_module.device)
+            values = self.metrics(trainer, name, self.last[name])
             for metric, value in values.items():
                 pl_module.log(f"forgetting/{name}/{metric}", value, add_dataloader_idx=False, rank_zero_only=True)
             self._check_limits(trainer, name, values)

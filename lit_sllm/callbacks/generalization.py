@@ -1,69 +1,82 @@
-"""Runs MTBI's generalisation benchmark when training ends and prints its table (also to the loggers)."""
+"""Runs MTBI's generalisation benchmark on `data.eval.<set>` when training ends (and on `lit-sllm evaluate` /
+`validate` of a checkpoint) and prints its table (also to the loggers and `<run dir>/generalization.json`)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_sllm.callbacks.gather import gather_rows
 from lit_sllm.callbacks.run_dir import run_dir
-from lit_sllm.data.pipeline import DataTally, ReadConfig, Slot, finite_samples, resolve_shards
-from lit_sllm.data.tasks import TaskSet
-from lit_sllm.metrics.generalization import (
-    TaskChecker,
-    answer_requests,
-    build_requests,
-    format_table,
-    score_requests,
-)
+from lit_sllm.data.batch import Batch
+from lit_sllm.metrics.generalization import Answered, TaskChecker, format_table, score_answers
+from lit_sllm.models.speech_llm import SpeechLLM
+from lit_sllm.models.text_generation import answer_token_prompts
 
 
 class GeneralizationBenchmark(L.Callback):
     """Seen / unseen-prompt / unseen-task agreement between answers from speech and from the transcript.
 
     Args:
-        shards: held-out speech with transcripts (e.g. the ASR test set).
-        tasks: the MTBI task set YAML (with held-out phrasings and tasks).
-        max_samples: utterances used (each is asked every task in every category it has).
-        batch_size: requests per generation batch.
+        set: the eval set under `data.eval` whose `expand` is `lit_sllm.data.generalization.GeneralizationRequests`
+            (held-out speech with transcripts, e.g. the ASR test set; `max_samples` utterances, each asked every task
+            in every category it has).
         max_new_tokens: answer length cap.
         checker: `(task, transcript, answer) -> bool` for tasks whose answers can be checked (the toy world).
-        seed: draws the phrasing of each request.
     """
 
-    def __init__(
-        self,
-        shards: str,
-        tasks: str,
-        max_samples: int = 32,
-        batch_size: int = 16,
-        max_new_tokens: int = 32,
-        checker: TaskChecker | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.shards, self.tasks = shards, tasks
-        self.max_samples, self.batch_size, self.max_new_tokens = max_samples, batch_size, max_new_tokens
-        self.checker, self.seed = checker, seed
+    def __init__(self, set: str = "generalization", max_new_tokens: int = 32, checker: TaskChecker | None = None):
+        self.set, self.max_new_tokens, self.checker = set, max_new_tokens, checker
         self.table: dict[str, dict[str, float]] = {}
+        self.answered: list[Answered] = []  # every rank's answers, by key
+        self.local_keys: list[str] = []  # the questions this rank answered
 
-    def run(self, pl_module: L.LightningModule) -> dict[str, dict[str, float]]:
-        model = pl_module.model
-        read = ReadConfig(sample_rate=model.sample_rate)
-        samples = list(
-            itertools.islice(finite_samples(resolve_shards(self.shards), read, Slot(), DataTally()), self.max_samples)
-        )
-        requests = build_requests(samples, TaskSet.load(self.tasks), self.seed)
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        trainer.datamodule.require_eval_set(self.set, "GeneralizationBenchmark.set")
+
+    @torch.no_grad()
+    def answer(self, model: SpeechLLM, batch: Batch) -> list[Answered]:
+        """Both answers to one batch of questions: from speech, and from the transcript by the LLM alone."""
+        if batch.teacher is None:
+            raise ValueError(
+                f"Eval set '{batch.source}' gives questions without a transcript-only view; set its expand to "
+                "lit_sllm.data.generalization.GeneralizationRequests."
+            )
+        speech = model.generate(batch.generation_view(), max_new_tokens=self.max_new_tokens)
+        text_view = batch.teacher
+        prompts = [ids[mask.bool()].tolist() for ids, mask in zip(text_view.input_ids, text_view.attention_mask)]
+        with model.without_lora():
+            text = answer_token_prompts(model.llm, model.tokenizer, prompts, self.max_new_tokens)
+        rows = zip(batch.keys, batch.groups, batch.tasks, batch.transcripts, speech, text)
+        return [Answered(*row) for row in rows]
+
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, dict[str, float]]:
+        """This rank answers its share of the set; the table is scored over every rank's answers."""
+        model: SpeechLLM = pl_module.model
         was_training = model.training
         model.eval()
-        speech, text = answer_requests(model, requests, self.batch_size, self.max_new_tokens)
+        answered = []
+        for batch in trainer.datamodule.eval_dataloader(self.set):
+            answered += self.answer(model, batch.to(pl_module.device))
         model.train(was_training)
-        return score_requests(requests, speech, text, self.checker)
+        self.local_keys = [a.key for a in answered]
+        self.answered = sorted(gather_rows(trainer, answered), key=lambda a: a.key)
+        return score_answers(self.answered, self.checker)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.table = self.run(pl_module)
+        self.report(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:  # `lit-sllm evaluate` / `validate` of a checkpoint
+            self.report(trainer, pl_module)
+
+    def report(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.table = self.run(trainer, pl_module)
         if trainer.global_rank != 0:
             return
         rank_zero_info(

@@ -13,7 +13,6 @@ import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 
 from lit_sllm.data.batch import Batch
-from lit_sllm.data.generation import clip_rows, to_generation_batch
 
 COLUMNS = ["set", "key", "audio", "prompt", "reference", "hypothesis"]
 
@@ -46,9 +45,9 @@ class SampleTable(L.Callback):
         if batch_idx != 0 or trainer.sanity_checking or trainer.global_rank != 0:
             return
         model = pl_module.model
-        prompts = to_generation_batch(batch, model.tokenizer, model.audio_token_id)
+        prompts = batch.generation_view()
         answers = model.generate(prompts, max_new_tokens=self.max_new_tokens)
-        clips = clip_rows(prompts, model.audio_token_id)
+        clips = prompts.clip_rows(model.audio_token_id)
         for row in range(min(self.rows_per_set, prompts.size)):
             first_clip = clips[row][0] if clips[row] else None
             audio = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,11 @@ class Batch:
         references: reference answer per row (what generation is scored against); empty when unknown.
         teacher: the same rows as a text-only batch, the transcript in place of the speech and the same answer
             tokens (MTBI's distillation view, `Sample.teacher_turns`); None when the samples carry no such view.
+            In a prompt-only batch it is the transcript-only prompt (what the LLM answers from text).
+        prompt: the same rows cut where their final answer begins, to generate from, with that answer as reference
+            (eval sets carry it; see `generation_view`).
+        transcripts: what is said in each row's audio ("" when unknown).
+        groups: each row's scoring group (`Sample.group`; "" when none).
         extras: counts and figures about the batch (tokens, padding ratios, skips, augmentations); keyed by name.
     """
 
@@ -45,6 +51,9 @@ class Batch:
     tasks: list[str] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
     teacher: Batch | None = None
+    prompt: Batch | None = None
+    transcripts: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -58,19 +67,38 @@ class Batch:
     def num_target_tokens(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
 
+    def clip_rows(self, audio_token_id: int) -> list[list[int]]:
+        """Indices into `audio` of each row's clips (placeholders are matched to clips in reading order)."""
+        counts = ((self.input_ids == audio_token_id) & self.attention_mask.bool()).sum(dim=1).tolist()
+        starts = [sum(counts[:row]) for row in range(len(counts))]
+        return [list(range(start, start + count)) for start, count in zip(starts, counts)]
+
+    def generation_view(self) -> Batch:
+        """The prompt-only rows to generate from: `prompt` for a teacher-forced eval batch, the batch itself when it
+        was encoded as prompts (a `generate: true` set)."""
+        if self.prompt is not None:
+            return self.prompt
+        if self.num_target_tokens():
+            raise ValueError(
+                f"Batch from '{self.source}' is teacher-forced and carries no prompt view; only eval sets are encoded "
+                "with one (training batches cannot be generated from)."
+            )
+        return self
+
     def to(self, device: torch.device | str) -> Batch:
-        """A copy on `device` (the teacher batch and tensors in `extras` included)."""
-        extras = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.extras.items()}
-        moved = {name: getattr(self, name).to(device) for name in _TENSOR_FIELDS}
-        teacher = None if self.teacher is None else self.teacher.to(device)
-        return dataclasses.replace(self, **moved, teacher=teacher, extras=extras)
+        """A copy on `device` (the teacher and prompt batches and tensors in `extras` included)."""
+        return self._apply(lambda tensor: tensor.to(device))
 
     def pin_memory(self) -> Batch:
         """Pinned copy for fast host-to-device transfer (the DataLoader's pin-memory thread calls this)."""
-        extras = {k: v.pin_memory() if isinstance(v, Tensor) else v for k, v in self.extras.items()}
-        pinned = {name: getattr(self, name).pin_memory() for name in _TENSOR_FIELDS}
-        teacher = None if self.teacher is None else self.teacher.pin_memory()
-        return dataclasses.replace(self, **pinned, teacher=teacher, extras=extras)
+        return self._apply(lambda tensor: tensor.pin_memory())
+
+    def _apply(self, move: Callable[[Tensor], Tensor]) -> Batch:
+        extras = {k: move(v) if isinstance(v, Tensor) else v for k, v in self.extras.items()}
+        moved = {name: move(getattr(self, name)) for name in _TENSOR_FIELDS}
+        views = {name: None if getattr(self, name) is None else getattr(self, name)._apply(move) for name in _VIEWS}
+        return dataclasses.replace(self, **moved, **views, extras=extras)
 
 
 _TENSOR_FIELDS = ("input_ids", "attention_mask", "labels", "audio", "audio_lengths")
+_VIEWS = ("teacher", "prompt")

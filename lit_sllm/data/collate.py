@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lit_sllm.data.batch import IGNORE_INDEX, Batch
 from lit_sllm.data.batching import padding_ratio
-from lit_sllm.data.prompts import ChatFormatter
+from lit_sllm.data.prompts import ChatFormatter, EncodedDialog
 from lit_sllm.data.schema import Sample
 
 SampleTransform = Callable[[Sample, random.Random], Sample]
@@ -37,6 +37,9 @@ class EncodedSample:
         duration: seconds of audio over all clips.
         teacher: the transcript-only view (`Sample.teacher_turns`) encoded the same way, for distillation.
         augmented: the augmentation transforms applied to its audio (`Sample.augmented`).
+        prompt: the prompt-only view (eval sets): the conversation cut where its final answer begins.
+        transcript: `Sample.transcript` ("" when unknown).
+        group: `Sample.group`.
     """
 
     key: str
@@ -48,6 +51,9 @@ class EncodedSample:
     duration: float = 0.0
     teacher: EncodedSample | None = None
     augmented: list[str] = field(default_factory=list)
+    prompt: EncodedSample | None = None
+    transcript: str = ""
+    group: str = ""
 
     @property
     def num_tokens(self) -> int:
@@ -71,9 +77,10 @@ class SampleEncoder:
     Args:
         formatter: the chat formatter (holds the tokenizer and the audio placeholder).
         sample_rate: rate every clip must have (the pipeline resamples; a transform must keep it).
-        generate: encode the prompt only (eval/predict) instead of the full conversation with labels.
+        generate: encode the prompt only (predict, benchmarks) instead of the full conversation with labels.
         transform: optional `(sample, rng) -> sample` hook run first (e.g. MTBI task sampling, interleaving).
         train_on: "assistant" labels every assistant turn, "last" only the final one.
+        prompt_view: also encode the prompt-only view (eval sets: loss and generation on the same samples).
     """
 
     def __init__(
@@ -83,37 +90,53 @@ class SampleEncoder:
         generate: bool = False,
         transform: SampleTransform | None = None,
         train_on: str = "assistant",
+        prompt_view: bool = False,
     ) -> None:
         self.formatter = formatter
         self.sample_rate = sample_rate
         self.generate = generate
         self.transform = transform
         self.train_on = train_on
+        self.prompt_view = prompt_view and not generate
 
     def __call__(self, sample: Sample, rng: random.Random) -> EncodedSample:
         if self.transform is not None:
             sample = self.transform(sample, rng)
-        if self.generate:
-            dialog, reference = self.formatter.encode_prompt(sample.turns)
-        else:
-            dialog = self.formatter.encode(sample.turns, train_on=self.train_on)
-            reference = final_answer(sample.turns, self.formatter.part_separator)
-        clips = [self._clip(sample, name) for name in dialog.audio_refs]
-        duration = sum(clip.numel() for clip in clips) / self.sample_rate
-        encoded = EncodedSample(sample.key, sample.task, dialog.input_ids, dialog.labels, clips, reference, duration)
+        encoded = self._prompt(sample, sample.turns) if self.generate else self._forced(sample, sample.turns)
         encoded.augmented = sample.augmented
-        if sample.teacher_turns is not None and not self.generate:
+        encoded.transcript, encoded.group = sample.transcript or "", sample.group
+        if self.prompt_view:
+            encoded.prompt = self._prompt(sample, sample.turns)
+        if sample.teacher_turns is not None:
             encoded.teacher = self._teacher(sample, encoded)
         return encoded
 
+    def _forced(self, sample: Sample, turns: list[dict]) -> EncodedSample:
+        dialog = self.formatter.encode(turns, train_on=self.train_on)
+        return self._encoded(sample, dialog, final_answer(turns, self.formatter.part_separator))
+
+    def _prompt(self, sample: Sample, turns: list[dict]) -> EncodedSample:
+        """The one prompt builder of the suite: `ChatFormatter.encode_prompt`, the answer kept as reference."""
+        dialog, reference = self.formatter.encode_prompt(turns)
+        return self._encoded(sample, dialog, reference)
+
+    def _encoded(self, sample: Sample, dialog: EncodedDialog, reference: str) -> EncodedSample:
+        clips = [self._clip(sample, name) for name in dialog.audio_refs]
+        duration = sum(clip.numel() for clip in clips) / self.sample_rate
+        return EncodedSample(sample.key, sample.task, dialog.input_ids, dialog.labels, clips, reference, duration)
+
     def _teacher(self, sample: Sample, student: EncodedSample) -> EncodedSample:
-        dialog = self.formatter.encode(sample.teacher_turns, train_on=self.train_on)
-        if [t for t in dialog.labels if t != IGNORE_INDEX] != [t for t in student.labels if t != IGNORE_INDEX]:
+        """The transcript-only view: teacher-forced with the student's answer tokens, or (generating) its prompt."""
+        if self.generate:
+            return self._prompt(sample, sample.teacher_turns)
+        teacher = self._forced(sample, sample.teacher_turns)
+        if [t for t in teacher.labels if t != IGNORE_INDEX] != [t for t in student.labels if t != IGNORE_INDEX]:
             raise ValueError(
                 f"Sample {sample.key}: the teacher view's answer tokens differ from the student's; a transform must "
                 "give `teacher_turns` exactly the same assistant turns as `turns`."
             )
-        return EncodedSample(sample.key, sample.task, dialog.input_ids, dialog.labels, reference=student.reference)
+        teacher.reference = student.reference
+        return teacher
 
     def _clip(self, sample: Sample, name: str) -> Tensor:
         if name not in sample.audio:
@@ -145,17 +168,19 @@ def _pad_audio(clips: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     return audio, lengths
 
 
-def _teacher_batch(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch | None:
-    """The text-only Batch of the teacher views when every item has one, None when none has."""
-    teachers = [item.teacher for item in items if item.teacher is not None]
-    if not teachers:
+def _view_batch(items: Sequence[EncodedSample], view: str, source: str, pad_id: int) -> Batch | None:
+    """The Batch of every item's `view` ("teacher" or "prompt") when every item has one, None when none has."""
+    views = [getattr(item, view) for item in items if getattr(item, view) is not None]
+    if not views:
         return None
-    if len(teachers) != len(items):
+    if len(views) != len(items):
         raise ValueError(
-            f"Batch from '{source}' mixes samples with and without a teacher view ({len(teachers)} of {len(items)}); "
-            "a transform must set `teacher_turns` on every sample or on none."
+            f"Batch from '{source}' mixes samples with and without a {view} view ({len(views)} of {len(items)}); "
+            f"a transform must set `{view}_turns` on every sample or on none."
         )
-    return collate(teachers, source, pad_id)
+    batch = collate(views, source, pad_id)
+    batch.transcripts, batch.groups = [item.transcript for item in items], [item.group for item in items]
+    return batch
 
 
 def collate(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch:
@@ -164,7 +189,7 @@ def collate(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch:
     `extras` gets `tokens` (real tokens), `token_padding_ratio`, `audio_seconds` and `padding_ratio`: real over
     padded audio frames when the batch has audio, else the token ratio; and `augment`, how many of its samples each
     augmentation transform was applied to, when any was. `teacher` is the batch of teacher views, when the samples
-    carry them.
+    carry them, and `prompt` the batch of prompt views (eval sets).
     """
     augmented = Counter(name for item in items for name in item.augmented)
     clips = [clip for item in items for clip in item.clips]
@@ -181,7 +206,10 @@ def collate(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch:
         keys=[item.key for item in items],
         tasks=[item.task for item in items],
         references=[item.reference for item in items],
-        teacher=_teacher_batch(items, source, pad_id),
+        transcripts=[item.transcript for item in items],
+        groups=[item.group for item in items],
+        teacher=_view_batch(items, "teacher", source, pad_id),
+        prompt=_view_batch(items, "prompt", source, pad_id),
         extras={
             "tokens": sum(token_lengths),
             "token_padding_ratio": token_ratio,

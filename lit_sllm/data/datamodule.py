@@ -7,33 +7,22 @@ since the previous batch of that worker}), so the LightningModule can log them.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import random
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
-from transformers import PreTrainedTokenizerBase
 
 from lit_sllm.config_errors import ConfigError
 from lit_sllm.data.augment import Augmentation
 from lit_sllm.data.batch import Batch
-from lit_sllm.data.batching import BatchingSpec, fixed_batches
+from lit_sllm.data.batching import BatchingSpec
 from lit_sllm.data.buckets2d import source_grid
-from lit_sllm.data.collate import SampleEncoder, SampleTransform, collate
-from lit_sllm.data.pipeline import (
-    DataTally,
-    ReadConfig,
-    Slot,
-    finite_samples,
-    resolve_shards,
-)
+from lit_sllm.data.collate import SampleEncoder, SampleTransform
+from lit_sllm.data.pipeline import ReadConfig, resolve_shards
 from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN, ChatFormatter
-from lit_sllm.data.streams import EvalStream, SourcePlan, TrainStream
+from lit_sllm.data.streams import EvalStream, SampleExpansion, SourcePlan, TrainStream
 from lit_sllm.data.tokenizer import load_formatter
 
 log = logging.getLogger(__name__)
@@ -70,9 +59,13 @@ class EvalSetSpec:
         shards: a directory, index.json, glob, brace pattern, `pipe:` URL, or a list of them.
         batching: how the set is batched.
         transform: optional `(sample, rng) -> sample` hook run before encoding (seeded, so repeatable).
-        generate: encode prompts only, with the final answer as reference (for generation scoring).
+        generate: encode prompts only, with the final answer as reference; otherwise each sample is encoded for
+            the loss and carries its prompt view too (`Batch.prompt`), so a set is both scored and generated from.
         augment: must stay unset: evaluation is never augmented; a set given a list is refused at start, so that a
             config meant to augment what it scores does not silently score clean audio.
+        max_samples: read only the set's first `max_samples` records (split over ranks and workers like the rest).
+        expand: `(sample, rng) -> samples` by class_path, turning each sample into several prompts (e.g.
+            `lit_sllm.data.generalization.GeneralizationRequests`); expanded samples are encoded as prompts.
     """
 
     shards: str | list[str]
@@ -80,6 +73,8 @@ class EvalSetSpec:
     transform: SampleTransform | None = None
     generate: bool = False
     augment: list[dict[str, Any]] | None = None
+    max_samples: int | None = None
+    expand: SampleExpansion | None = None
 
 
 class _TrainLoader(DataLoader):
@@ -115,6 +110,8 @@ class SpeechTextDataModule(L.LightningDataModule):
         val: validation sets by name; one loader each, in this order (see `val_set_names`).
         test: test sets by name; one loader each, in this order.
         predict: prediction sets by name; always encoded as prompts with references.
+        eval: sets that callbacks and commands read by name through `eval_dataloader` (text-forgetting sets, the
+            generalisation benchmark); the validation and test loops do not run them.
         sample_rate: rate (Hz) all audio is resampled to; must equal the speech encoder's.
         audio_token: placeholder string for one audio clip (must match the model's).
         chat_template: the LLM's chat template setting, a file or the text (the CLI links it from the model).
@@ -138,6 +135,7 @@ class SpeechTextDataModule(L.LightningDataModule):
         val: dict[str, EvalSetSpec] | None = None,
         test: dict[str, EvalSetSpec] | None = None,
         predict: dict[str, EvalSetSpec] | None = None,
+        eval: dict[str, EvalSetSpec] | None = None,
         sample_rate: int = 16000,
         audio_token: str = DEFAULT_AUDIO_TOKEN,
         chat_template: str | None = None,
@@ -157,6 +155,7 @@ class SpeechTextDataModule(L.LightningDataModule):
         self.chat_template, self.chat_template_kwargs = chat_template, chat_template_kwargs
         self.train_specs, self.val_specs = dict(train or {}), dict(val or {})
         self.test_specs, self.predict_specs = dict(test or {}), dict(predict or {})
+        self.eval_specs = dict(eval or {})
         self.sample_rate, self.seed = sample_rate, seed
         self.read = ReadConfig(sample_rate, max_duration, on_too_long)
         self.num_workers, self.prefetch_factor, self.pin_memory = num_workers, prefetch_factor, pin_memory
@@ -179,8 +178,12 @@ class SpeechTextDataModule(L.LightningDataModule):
         for name, spec in self.train_specs.items():
             if spec.train_on not in TRAIN_ON:
                 raise ConfigError(f"data.train.{name}.train_on must be one of {TRAIN_ON}, got {spec.train_on!r}.")
-        for key, specs in (("val", self.val_specs), ("test", self.test_specs), ("predict", self.predict_specs)):
+        for key, specs in self._eval_groups().items():
             for name, spec in specs.items():
+                if spec.max_samples is not None and spec.max_samples <= 0:
+                    raise ConfigError(
+                        f"data.{key}.{name}.max_samples must be > 0 (null reads all), got {spec.max_samples}."
+                    )
                 if spec.augment:
                     raise ConfigError(
                         f"data.{key}.{name}.augment: evaluation sets are never augmented; remove it, or augment the "
@@ -202,6 +205,9 @@ class SpeechTextDataModule(L.LightningDataModule):
                 chains[name] = Augmentation.from_config(spec.augment, key, self.sample_rate, limit)
         return chains
 
+    def _eval_groups(self) -> dict[str, dict[str, EvalSetSpec]]:
+        return {"val": self.val_specs, "test": self.test_specs, "predict": self.predict_specs, "eval": self.eval_specs}
+
     # --- names and shared pieces ------------------------------------------------------------------------------------
 
     @property
@@ -217,6 +223,14 @@ class SpeechTextDataModule(L.LightningDataModule):
     def predict_set_names(self) -> list[str]:
         return list(self.predict_specs)
 
+    def require_eval_set(self, name: str, key: str) -> None:
+        """Raises a ConfigError naming `key` (the callback setting that asked for it) when `data.eval` has no `name`."""
+        if name not in self.eval_specs:
+            raise ConfigError(
+                f"{key} names eval set '{name}' but data.eval has {sorted(self.eval_specs) or 'none'}; add "
+                f"data.eval.{name} (shards, batching, ...) or name one of those."
+            )
+
     @property
     def formatter(self) -> ChatFormatter:
         """The chat formatter on the LLM tokenizer, loaded on first use."""
@@ -230,23 +244,27 @@ class SpeechTextDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (None, None)
 
-    def _plan(self, key: str, name: str, spec: SourceSpec | EvalSetSpec, generate: bool) -> SourcePlan:
+    def _plan(self, key: str, name: str, spec: SourceSpec | EvalSetSpec, generate: bool = False) -> SourcePlan:
         try:
             shards = resolve_shards(spec.shards)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"data.{key}.{name}.shards: {err}") from err
         read = ReadConfig(self.sample_rate, self._read_limit(spec), self.read.on_too_long)
         train_on = getattr(spec, "train_on", "assistant")
-        encoder = SampleEncoder(self.formatter, self.sample_rate, generate, spec.transform, train_on)
+        expand = getattr(spec, "expand", None)
+        generate = generate or getattr(spec, "generate", False) or expand is not None
+        prompt_view = key != "train"
+        encoder = SampleEncoder(self.formatter, self.sample_rate, generate, spec.transform, train_on, prompt_view)
         tokenizer = self.formatter.tokenizer
         pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         grid = source_grid(f"data.{key}.{name}", spec.batching, shards, encoder, self.duration_scan)
         augment = self._augment.get(name) if key == "train" else None
-        return SourcePlan(name, shards, read, encoder, spec.batching, grid, pad_id, augment)
+        limit = getattr(spec, "max_samples", None)
+        return SourcePlan(name, shards, read, encoder, spec.batching, grid, pad_id, augment, limit, expand)
 
     def source_plan(self, name: str) -> SourcePlan:
         """The resolved plan of train source `name` (shards, encoder, buckets), exactly as its stream would use it."""
-        return self._plan("train", name, self.train_specs[name], False)
+        return self._plan("train", name, self.train_specs[name])
 
     def _read_limit(self, spec: SourceSpec | EvalSetSpec) -> float | None:
         """The longest sample a source keeps, in seconds: data.max_duration lowered by its batching.max_duration."""
@@ -266,7 +284,7 @@ class SpeechTextDataModule(L.LightningDataModule):
 
     def _eval_loaders(self, key: str, specs: dict[str, EvalSetSpec], generate: bool = False) -> list[DataLoader]:
         rank, world = self._rank_world()
-        plans = [self._plan(key, name, spec, generate or spec.generate) for name, spec in specs.items()]
+        plans = [self._plan(key, name, spec, generate) for name, spec in specs.items()]
         return [self._loader(EvalStream(plan, self.seed, rank, world)) for plan in plans]
 
     # --- loaders -----------------------------------------------------------------------------------------------------
@@ -275,7 +293,7 @@ class SpeechTextDataModule(L.LightningDataModule):
         """One loader over all train sources: each batch comes from one source, drawn by weight."""
         if not self.train_specs:
             raise ValueError("No training data: add named sources under data.train (shards, weight, batching).")
-        plans = {name: self._plan("train", name, spec, False) for name, spec in self.train_specs.items()}
+        plans = {name: self._plan("train", name, spec) for name, spec in self.train_specs.items()}
         weights = {name: spec.weight for name, spec in self.train_specs.items()}
         rank, world = self._rank_world()
         self._train_stream = TrainStream(
@@ -296,6 +314,11 @@ class SpeechTextDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> list[DataLoader]:
         """One finite loader per predict set, prompts only, in `predict_set_names` order."""
         return self._eval_loaders("predict", self.predict_specs, generate=True)
+
+    def eval_dataloader(self, name: str) -> DataLoader:
+        """The loader of `data.eval.<name>`: this rank's share of the set (every sample once over ranks and workers)."""
+        self.require_eval_set(name, f"eval_dataloader({name!r})")
+        return self._eval_loaders("eval", {name: self.eval_specs[name]})[0]
 
     # --- resuming ----------------------------------------------------------------------------------------------------
 
@@ -322,32 +345,3 @@ class SpeechTextDataModule(L.LightningDataModule):
         if state_dict.get("seed", self.seed) != self.seed:
             log.warning("Resuming with data.seed %s (the checkpoint used %s).", self.seed, state_dict["seed"])
         self._epoch, self._consumed, self._started = int(state_dict["epoch"]), int(state_dict["batches"]), False
-
-
-def text_eval_batches(
-    spec: str | Sequence[str],
-    tokenizer: PreTrainedTokenizerBase,
-    batch_size: int,
-    max_batches: int,
-    audio_token: str = DEFAULT_AUDIO_TOKEN,
-    chat_template_kwargs: dict[str, Any] | None = None,
-) -> tuple[list[Batch], list[Batch]]:
-    """A fixed text eval set as (teacher-forced batches, prompt-only batches over the same samples).
-
-    Reads the first `batch_size * max_batches` usable samples of the shards in order; skips are logged.
-    """
-    formatter = ChatFormatter(tokenizer, audio_token, chat_template_kwargs=chat_template_kwargs)
-    read, tally = ReadConfig(), DataTally()
-    samples = list(
-        itertools.islice(finite_samples(resolve_shards(spec), read, Slot(), tally), batch_size * max_batches)
-    )
-    if tally.total:
-        log.warning("Text eval set %s: skipped %s", spec, dict(tally.total))
-    name = Path(spec if isinstance(spec, str) else spec[0]).stem
-    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-    out = []
-    for generate in (False, True):
-        encoder, rng = SampleEncoder(formatter, read.sample_rate, generate), random.Random(0)
-        encoded = [encoder(sample, rng) for sample in samples]
-        out.append([collate(items, name, pad_id) for items in fixed_batches(encoded, batch_size)])
-    return out[0], out[1]

@@ -8,6 +8,7 @@ batch. Only explicit decoders run: `.json` as JSON, audio through soundfile; not
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import logging
 import random
@@ -308,19 +309,22 @@ def _decoded(
 # --- the two reading modes --------------------------------------------------------------------------------------
 
 
-def finite_samples(shards: Sequence[ShardInfo], config: ReadConfig, slot: Slot, tally: DataTally) -> Iterator[Sample]:
+def finite_samples(
+    shards: Sequence[ShardInfo], config: ReadConfig, slot: Slot, tally: DataTally, limit: int | None = None
+) -> Iterator[Sample]:
     """Every sample of the set exactly once across all slots, in a stable order (evaluation).
 
-    With at least as many shards as slots, each slot reads whole shards (strided); with fewer, every slot reads
-    every shard and keeps every `count`-th sample, and shard-level problems are counted by slot 0 only.
+    With at least as many shards as slots, each slot reads whole shards (strided); with fewer, or with a `limit`
+    (the set's first `limit` records), every slot reads every shard and keeps every `count`-th sample, and shard-level
+    problems are counted by slot 0 only.
     """
-    if len(shards) >= slot.count:
+    if limit is None and len(shards) >= slot.count:
         raws = (raw for shard in shards[slot.index :: slot.count] for raw in read_shard(shard.url, tally, config.retry))
         yield from _decoded(raws, config, tally)
         return
     shard_tally = tally if slot.index == 0 else DataTally(warn_limit=0)
     raws = (raw for shard in shards for raw in read_shard(shard.url, shard_tally, config.retry))
-    mine = (raw for index, raw in enumerate(raws) if index % slot.count == slot.index)
+    mine = (raw for index, raw in enumerate(itertools.islice(raws, limit)) if index % slot.count == slot.index)
     yield from _decoded(mine, config, tally)
 
 

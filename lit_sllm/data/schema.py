@@ -56,6 +56,8 @@ class Sample:
         teacher_turns: the same conversation with the transcript in place of the speech, set by a transform for
             logit distillation (collated into `Batch.teacher`).
         augmented: names of the augmentation transforms applied to the audio, in order (counted per batch).
+        group: the scoring group an eval-set expansion puts the sample in (e.g. a generalisation category); never
+            stored in shards.
     """
 
     key: str
@@ -70,6 +72,7 @@ class Sample:
     prompts: dict[str, str] = field(default_factory=dict)
     teacher_turns: list[dict] | None = None
     augmented: list[str] = field(default_factory=list)
+    group: str = ""
 
 
 def _check_part(part: Any, where: str, fail: Callable[..., SchemaError]) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from torch.utils.data import IterableDataset
@@ -23,12 +23,14 @@ from lit_sllm.data.pipeline import DataTally, ReadConfig, ShardInfo, current_slo
 from lit_sllm.data.schema import Sample
 
 log = logging.getLogger(__name__)
+# `(sample, rng) -> samples`: an eval set's expansion of each sample into several (e.g. benchmark questions).
+SampleExpansion = Callable[[Sample, random.Random], list[Sample]]
 
 
 @dataclass
 class SourcePlan:
     """A source or set resolved for reading: its shards, read config, encoder, batching, buckets and, for a
-    training source, its augmentation."""
+    training source, its augmentation; for an eval set, its sample limit and expansion."""
 
     name: str
     shards: list[ShardInfo]
@@ -38,6 +40,8 @@ class SourcePlan:
     grid: BucketGrid
     pad_id: int
     augment: Augmentation | None = None
+    max_samples: int | None = None
+    expand: SampleExpansion | None = None
 
     def batches(
         self, samples: Iterator[Sample], rng: random.Random, tally: DataTally, per_sample_seed: str | None = None
@@ -51,6 +55,8 @@ class SourcePlan:
         def rng_for(sample: Sample) -> random.Random:
             return rng if per_sample_seed is None else random.Random(f"{per_sample_seed}/{sample.key}")
 
+        if self.expand is not None:
+            samples = (item for sample in samples for item in self.expand(sample, rng_for(sample)))
         encoded = (self.encoder(sample, rng_for(sample)) for sample in samples)
 
         def oversize(item: EncodedSample) -> None:
@@ -139,7 +145,7 @@ class EvalStream(IterableDataset):
         slot = current_slot(self.rank, self.world_size)
         tally = DataTally()
         rng = random.Random(f"{self.seed}/{self.plan.name}/{slot.index}")
-        samples = finite_samples(self.plan.shards, self.plan.read, slot, tally)
+        samples = finite_samples(self.plan.shards, self.plan.read, slot, tally, self.plan.max_samples)
         held: Batch | None = None
         for batch in self.plan.batches(samples, rng, tally, per_sample_seed=f"{self.seed}/{self.plan.name}"):
             if held is not None:

@@ -5,6 +5,6 @@ modules, plus the documented text normaliser.
 """
 
 from lit_sllm.metrics.normalize import normalize_text
-from lit_sllm.metrics.scoring import METRICS, exact_match, load_metric, score
+from lit_sllm.metrics.scoring import METRICS, answer_metrics, exact_match, load_metric, score
 
-__all__ = ["METRICS", "exact_match", "load_metric", "normalize_text", "score"]
+__all__ = ["METRICS", "answer_metrics", "exact_match", "load_metric", "normalize_text", "score"]

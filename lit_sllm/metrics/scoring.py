@@ -98,6 +98,14 @@ def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
     return hits / len(predictions)
 
 
+def answer_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """What a test set of generated answers is scored by: corpus WER and BLEU, ROUGE-L and exact match."""
+    metrics = score("wer", predictions, references) | score("bleu", predictions, references)
+    metrics["rougeL"] = score("rouge", predictions, references)["rougeL"]
+    metrics["exact_match"] = exact_match(predictions, references)
+    return metrics
+
+
 def _check_aligned(predictions: Sequence[str], references: Sequence[str]) -> None:
     if len(predictions) != len(references):
         raise ValueError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -16,12 +15,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from lit_sllm.callbacks.run_dir import run_dir
+from lit_sllm.callbacks.answers import TestAnswers
 from lit_sllm.config_errors import ConfigError
 from lit_sllm.data.batch import Batch
-from lit_sllm.data.generation import to_generation_batch
 from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN
-from lit_sllm.metrics import exact_match, score
 from lit_sllm.models.adapters import AdapterFactory, FrameStackMLP
 from lit_sllm.models.encoders import SpeechEncoder
 from lit_sllm.models.freezing import Trainable, component_of, format_parameter_table, parameter_counts
@@ -177,50 +174,26 @@ class SpeechLLMModule(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Loss on teacher-forced sets, then generation scored against the references of every set."""
-        prompts = batch
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, str]]:
+        """Loss on teacher-forced sets, then answers generated from the batch's prompt view, returned for
+        `TestAnswers` to score against the references of every set."""
         if batch.num_target_tokens():
             self._step(batch, "test")
-            prompts = to_generation_batch(batch, self.model.tokenizer, self.model.audio_token_id)
+        return self._answers(batch.generation_view())
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Every recipe scores its test answers the same way (`lit_sllm.callbacks.answers`)."""
+        return [TestAnswers()]
+
+    def _answers(self, prompts: Batch) -> list[dict[str, str]]:
         answers = self.model.generate(prompts, self.generation.max_new_tokens, self.generation.num_beams)
-        self._test_outputs.setdefault(batch.source, []).extend(
-            {"key": k, "task": t, "answer": a, "reference": r}
-            for k, t, a, r in zip(prompts.keys, prompts.tasks, answers, prompts.references)
-        )
-
-    def on_test_epoch_start(self) -> None:
-        self._test_outputs: dict[str, list[dict[str, str]]] = {}
-
-    def on_test_epoch_end(self) -> None:
-        """Corpus-level WER, BLEU and ROUGE per test set over every rank's answers (`test/<set>/<metric>`)."""
-        gathered = [self._test_outputs]
-        if self.trainer.world_size > 1:
-            gathered = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, self._test_outputs)
-        for name in sorted({name for outputs in gathered for name in outputs}):
-            rows = sorted((row for outputs in gathered for row in outputs.get(name, [])), key=lambda r: r["key"])
-            answers, references = [r["answer"] for r in rows], [r["reference"] for r in rows]
-            metrics = score("wer", answers, references) | score("bleu", answers, references)
-            metrics |= {"rougeL": score("rouge", answers, references)["rougeL"]}
-            metrics["exact_match"] = exact_match(answers, references)
-            for metric, value in metrics.items():
-                self.log(f"test/{name}/{metric}", value, add_dataloader_idx=False, rank_zero_only=True)
-            self._write_predictions(name, rows)
-
-    def _write_predictions(self, name: str, rows: list[dict[str, str]]) -> None:
-        if self.trainer.global_rank != 0:
-            return
-        path = run_dir(self.trainer) / "predictions" / f"test_{name}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-
-    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        answers = self.model.generate(batch, self.generation.max_new_tokens, self.generation.num_beams)
         return [
             {"key": key, "task": task, "answer": answer, "reference": reference}
-            for key, task, answer, reference in zip(batch.keys, batch.tasks, answers, batch.references)
+            for key, task, answer, reference in zip(prompts.keys, prompts.tasks, answers, prompts.references)
         ]
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        return self._answers(batch.generation_view())
 
     def _speech_params_in_graph(self) -> Tensor:
         """Zero that depends on every trainable encoder/adapter weight.
