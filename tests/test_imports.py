@@ -1,4 +1,4 @@
-"""The package's shape: no import cycle between lit_sllm modules, no file over 400 lines.
+"""The package's shape: no import cycle between lit_sllm modules, no file over 400 lines, no callback reading shards.
 
 The graph is read from the AST, not by importing: an edge A -> B is an import of B that runs when A is imported
 (module level, also inside module-level `if`/`try`/`with` blocks and class bodies), not one inside a function and
@@ -120,3 +120,15 @@ def test_no_file_over_400_lines():
     }
     too_long = {path: n for path, n in sizes.items() if n > MAX_LINES}
     assert not too_long, f"files over {MAX_LINES} lines, split them: {too_long}"
+
+
+SHARD_READERS = {"lit_sllm.data.pipeline", "lit_sllm.data.remote", "lit_sllm.data.streams", "lit_sllm.data.shards"}
+
+
+def test_callbacks_receive_batches_and_never_read_shards():
+    graph = import_graph()
+    callbacks = {name: edges for name, edges in graph.items() if name.startswith("lit_sllm.callbacks.")}
+    assert {"lit_sllm.callbacks.forgetting", "lit_sllm.callbacks.generalization"} <= set(callbacks)
+    readers = {name: sorted(edges & SHARD_READERS) for name, edges in callbacks.items() if edges & SHARD_READERS}
+    assert not readers, f"callbacks that read shards themselves (take batches from the DataModule): {readers}"
+    assert "lit_sllm.data.pipeline" in graph["lit_sllm.data.datamodule"]  # the check sees the real reader edges

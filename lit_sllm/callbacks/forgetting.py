@@ -165,10 +165,6 @@ class TextForgetting(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.score_base(trainer, pl_module)
 
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.VALIDATING:  # `lit-sllm evaluate` / `validate` of a checkpoint
-            self.score_base(trainer, pl_module)
-
     def score_base(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Scores the base LLM (LoRA disabled) on every set and logs `forgetting/<set>/base_*`."""
         model: SpeechLLM = pl_module.model
@@ -186,6 +182,8 @@ class TextForgetting(L.Callback):
                 logger.log_metrics(base_metrics, step=trainer.global_step)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING and not self.base:  # `lit-sllm evaluate` of a checkpoint
+            self.score_base(trainer, pl_module)
         if trainer.sanity_checking or not self.base:
             return
         for name in self.sets:
