@@ -17,19 +17,6 @@ from lit_sllm.data.batch import Batch
 from lit_sllm.models.freezing import Trainable
 from lit_sllm.models.splice import Spliced
 from lit_sllm.modules.base import SpeechLLMModule
-from lit_sllm.modules.losses import check_same_answers, token_kl
-
-
-def distillation_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
-    """Mean over tokens of KL(teacher || student) on temperature-softened distributions, scaled by T^2.
-
-    Args:
-        student: (n, V) logits.
-        teacher: (n, V) logits for the same n target tokens.
-    """
-    check_same_answers(student.shape[0], teacher.shape[0])
-    kl = token_kl(student, teacher, temperature)  # (n,)
-    return kl.mean() * temperature**2 if kl.numel() else kl.sum()
 
 
 class MTBI(SpeechLLMModule):
