@@ -127,6 +127,19 @@ def test_kd_times_distillation_and_interleaving_against_ce(tmp_path):
     assert figures["batches"]["ce"]["teacher_tokens"] == figures["batches"]["interleave"]["teacher_tokens"] == 0
 
 
+def test_memory_measures_both_losses_in_fresh_processes_with_the_same_loss(tmp_path):
+    path = run_benchmark("memory", quick=True, out_dir=tmp_path)  # raises if the two losses differ
+    result = json.loads(path.read_text())
+    memory, settings = result["figures"]["memory_bytes"], result["settings"]
+    assert set(memory) == {"full", "labelled"} and settings["size"]["vocab_size"] == 4096
+    for one in memory.values():
+        assert one["peak"] >= one["before"] > 0 and one["step"] == one["peak"] - one["before"]
+    assert memory["full"]["loss"] == pytest.approx(memory["labelled"]["loss"], rel=1e-5)
+    ratios = result["figures"]["ratios"]
+    assert ratios["step_memory"] == memory["labelled"]["step"] / memory["full"]["step"] and ratios["cpu"] > 0
+    assert [row[0] for row in result["tables"][0]["rows"]] == ["full", "labelled"]
+
+
 def test_compare_steps_takes_each_candidates_quietest_round():
     def clock(*step_seconds):
         made = StepClock(warmup=1)

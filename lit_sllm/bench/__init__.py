@@ -8,8 +8,9 @@ BENCHMARKS: dict[str, str] = {
     "augment": "lit_sllm.bench.augment",
     "step": "lit_sllm.bench.step",
     "kd": "lit_sllm.bench.kd",
+    "memory": "lit_sllm.bench.memory",
     "startup": "lit_sllm.bench.startup",
     "gpu": "lit_sllm.bench.gpu",
 }
 # names that stand for several benchmarks
-GROUPS: dict[str, tuple[str, ...]] = {"cpu": ("padding", "data", "augment", "step", "kd", "startup")}
+GROUPS: dict[str, tuple[str, ...]] = {"cpu": ("padding", "data", "augment", "step", "kd", "memory", "startup")}

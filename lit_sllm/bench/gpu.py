@@ -157,7 +157,9 @@ def memory_probe(module: JointSFT, sample: EncodedSample, pad_id: int, device: s
             batch = probe_batch(sample, duration, pad_id).to(device)
             with torch.autocast(device, dtype=torch.bfloat16):
                 inputs = model.prepare_inputs(batch)
-                loss = module.compute_loss(batch, inputs, model(inputs))["loss"]
+                loss = module.compute_loss(
+                    batch, inputs, model.hidden_states(inputs.inputs_embeds, inputs.attention_mask)
+                )["loss"]
             loss.backward()
             optimizer.step()
             loss.item()  # waits for the step to finish

@@ -37,6 +37,7 @@ from lit_sllm.modules.mtbi import MTBI
 from lit_sllm.threads import torch_threads
 
 GOAL_RATIO = 1.3
+GOAL_KD_RATIO = 1.15  # KD with logits only at the answer tokens (issue 21)
 # name -> (MTBI kd_weight, BehaviourImitation arguments)
 CONFIGS: dict[str, tuple[float, dict[str, Any]]] = {
     "ce": (0.0, {}),
@@ -58,6 +59,11 @@ def batch_shape(batches: list[Batch]) -> dict[str, float]:
         "audio_seconds": sum(b.extras["audio_seconds"] for b in batches) / len(batches),
         "audio_padding_efficiency": sum(b.extras["padding_ratio"] for b in batches) / len(batches),
     }
+
+
+def kd_goal_met(ratios: dict[str, dict[str, float]]) -> bool:
+    """The KD step's ratio to the CE step, by CPU time, within `GOAL_KD_RATIO`."""
+    return ratios["kd"]["cpu"] <= GOAL_KD_RATIO
 
 
 def run(quick: bool) -> Outcome:
@@ -92,11 +98,11 @@ def outcome(settings: TrainBenchSettings, clocks: dict[str, list[StepClock]], sh
     figures = {"steps": compared, "ratio_to_ce": ratios, "batches": shapes}
     others = [name for name in CONFIGS if name != "ce"]
     goal = Goal(
-        target=f"MTBI step with KD and with interleaving each <= {GOAL_RATIO}x the CE-only step",
+        target=f"MTBI step with KD <= {GOAL_KD_RATIO}x and with interleaving <= {GOAL_RATIO}x the CE-only step",
         measured=", ".join(
             f"{n} {ratios[n]['cpu']:.2f}x CPU time (wall clock {ratios[n]['wall']:.2f}x)" for n in others
         ),
-        met=max(ratios[name]["cpu"] for name in others) <= GOAL_RATIO,
+        met=max(ratios[name]["cpu"] for name in others if name != "kd") <= GOAL_RATIO and kd_goal_met(ratios),
     )
     rows = [
         [name, f"{compared[name]['wall']['best'] * 1000:.0f}"]

@@ -217,8 +217,8 @@ def bare_run(module: SpeechLLMModule, batches: Sequence[Batch], warmup: int) -> 
         model.train()
         for batch in batches:
             inputs = model.prepare_inputs(batch)
-            logits = model(inputs)  # (B, L', V)
-            module.compute_loss(batch, inputs, logits)["loss"].backward()
+            hidden = model.hidden_states(inputs.inputs_embeds, inputs.attention_mask)  # (B, L', H)
+            module.compute_loss(batch, inputs, hidden)["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, GRADIENT_CLIP)
             optimizer.step()
             scheduler.step()

@@ -24,6 +24,7 @@ from lit_sllm.models.config import component_config
 from lit_sllm.models.encoders import SpeechEncoder
 from lit_sllm.models.freezing import Trainable, apply_trainable
 from lit_sllm.models.llm import LLMSpec, LoraSpec, add_lora, load_llm, load_tokenizer
+from lit_sllm.models.lm_head import decoder_hidden_states, output_logits
 from lit_sllm.models.spec_augment import SpecAugment
 from lit_sllm.models.splice import Spliced, splice_audio
 
@@ -196,9 +197,16 @@ class SpeechLLM(nn.Module):
         )
 
     def forward(self, inputs: Spliced) -> Tensor:
-        """Spliced inputs -> (B, L', V) logits."""
-        out = self.llm(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, use_cache=False)
-        return out.logits
+        """Spliced inputs -> (B, L', V) logits at every position (the loss needs only `hidden_states`)."""
+        return self.lm_head(self.hidden_states(inputs.inputs_embeds, inputs.attention_mask))
+
+    def hidden_states(self, inputs_embeds: Tensor, attention_mask: Tensor) -> Tensor:
+        """(B, L, H) input embeddings and (B, L) mask -> (B, L, H) the LLM's final hidden states, LoRA included."""
+        return decoder_hidden_states(self.llm, inputs_embeds, attention_mask)
+
+    def lm_head(self, hidden: Tensor) -> Tensor:
+        """The LLM's output head: (..., H) final hidden states -> (..., V) logits."""
+        return output_logits(self.llm, hidden)
 
     @torch.no_grad()
     def generate(self, batch: Batch, max_new_tokens: int = 64, num_beams: int = 1, **kwargs) -> list[str]:

@@ -7,7 +7,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -26,7 +26,7 @@ from lit_sllm.models.llm import LLMSpec, LoraSpec
 from lit_sllm.models.speech_llm import SpeechLLM
 from lit_sllm.models.splice import Spliced
 from lit_sllm.modules.listening import audio_from_other_rows
-from lit_sllm.modules.losses import token_cross_entropy
+from lit_sllm.modules.losses import TokenLosses, full_logit_losses, labelled_losses
 from lit_sllm.modules.optim import OptimSpec, ScheduleSpec, build_optimizer, build_scheduler
 
 # Frozen components stay in eval mode on purpose (`SpeechLLM.train`); Lightning warns about each one at fit start.
@@ -66,6 +66,11 @@ class SpeechLLMModule(L.LightningModule):
             gap to the true loss (`lit_sllm.modules.listening`; one more forward pass per batch).
         compile: `torch.compile` the encoder and the LLM in place (dynamic shapes, since bucketed batches vary in
             length); parameter names and checkpoints are unchanged.
+        loss_logits: "labelled" runs the LLM's output head only where a token is labelled, in chunks
+            (`lit_sllm.modules.losses.labelled_losses`); "full" computes (B, L', V) logits at every position first
+            (the same losses, much more memory at large vocabularies).
+        loss_chunk_size: labelled positions per chunk of the output head with "labelled" (the peak holds one
+            chunk's logits: chunk_size x vocabulary floats).
     """
 
     default_trainable = Trainable()
@@ -85,6 +90,8 @@ class SpeechLLMModule(L.LightningModule):
         match_embedding_rms: bool = False,
         log_audio_gap: bool = True,
         compile: bool = False,
+        loss_logits: Literal["labelled", "full"] = "labelled",
+        loss_chunk_size: int = 1024,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "adapter"])
@@ -96,9 +103,16 @@ class SpeechLLMModule(L.LightningModule):
         self.generation = generation or GenerationSpec()
         self.max_nonfinite_steps = max_nonfinite_steps
         self.log_audio_gap = log_audio_gap
+        if loss_logits not in ("labelled", "full") or loss_chunk_size < 1:
+            raise ConfigError(
+                f"model.init_args.loss_logits is {loss_logits!r} and loss_chunk_size {loss_chunk_size}: use "
+                "loss_logits 'labelled' or 'full' and a loss_chunk_size of at least 1 (default 1024)."
+            )
+        self.loss_logits, self.loss_chunk_size = loss_logits, loss_chunk_size
         if compile:
             self.model.encoder.compile(dynamic=True)
             self.model.llm.compile(dynamic=True)
+            self.model.llm.get_decoder().compile(dynamic=True)  # the training loss calls the decoder body directly
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         # Checkpoints hold trainable weights only; frozen weights come from the pretrained paths in the config.
@@ -121,18 +135,35 @@ class SpeechLLMModule(L.LightningModule):
 
     # --- the step -------------------------------------------------------------------------------------------------
 
-    def compute_loss(self, batch: Batch, inputs: Spliced, logits: Tensor) -> dict[str, Tensor]:
+    def compute_loss(self, batch: Batch, inputs: Spliced, hidden: Tensor) -> dict[str, Tensor]:
         """Recipe loss terms; the base trains with cross-entropy on labelled (assistant) tokens.
+
+        Args:
+            batch: the batch `inputs` were prepared from.
+            inputs: the spliced inputs.
+            hidden: (B, L', H) the LLM's final hidden states on `inputs` (`SpeechLLM.hidden_states`).
 
         Returns:
             {"loss": scalar to optimise, ...other scalars to log}.
         """
-        loss_sum, count = token_cross_entropy(logits, inputs.labels)
-        return {"loss": loss_sum.sum() / count.sum().clamp(min=1)}
+        losses = self.token_losses(hidden, inputs.labels)
+        return {"loss": losses.ce.sum() / losses.count.sum().clamp(min=1)}
+
+    def token_losses(
+        self, hidden: Tensor, labels: Tensor, teacher: tuple[Tensor, Tensor] | None = None, temperature: float = 1.0
+    ) -> TokenLosses:
+        """Per-row CE (and KL to `teacher`: its (B_t, L_t, H) hidden states and labels) by `loss_logits`."""
+        head = self.model.lm_head
+        if self.loss_logits == "labelled":
+            return labelled_losses(hidden, labels, head, self.loss_chunk_size, teacher, temperature)
+        if teacher is not None:
+            with torch.no_grad():
+                teacher = (head(teacher[0]), teacher[1])
+        return full_logit_losses(head(hidden), labels, teacher, temperature)  # logits (B, L', V)
 
     def _loss(self, batch: Batch) -> dict[str, Tensor]:
         inputs = self.model.prepare_inputs(batch)
-        return self.compute_loss(batch, inputs, self.model(inputs))  # logits (B, L', V)
+        return self.compute_loss(batch, inputs, self.model.hidden_states(inputs.inputs_embeds, inputs.attention_mask))
 
     def _step(self, batch: Batch, stage: str) -> dict[str, Tensor]:
         terms = self._loss(batch)

@@ -1,10 +1,41 @@
-"""Losses on spliced sequences; pure functions with shape docstrings."""
+"""Losses on spliced sequences; pure functions with shape docstrings.
+
+Two ways to the same numbers. `full_logit_losses` takes logits at every position (B, L, V), as the LM's forward
+makes them. `labelled_losses` takes final hidden states and runs the output head only where the next token is
+labelled, `chunk_size` positions at a time, each chunk under activation checkpointing: its (chunk, V) logits live
+only while that chunk's loss (forward) or gradient (backward) is computed, so the peak holds one chunk's logits
+instead of the whole batch's (the idea of Liger-Kernel's fused linear cross-entropy and Apple's Cut Cross-Entropy,
+in plain torch so it runs anywhere). The KD term gets the same treatment: student and teacher logits per chunk.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from lit_sllm.data.batch import IGNORE_INDEX
+
+Head = Callable[[Tensor], Tensor]  # (n, H) hidden states -> (n, V) logits
+
+
+@dataclass
+class TokenLosses:
+    """Per-row sums over the labelled (answer) tokens.
+
+    Attributes:
+        ce: (B,) summed next-token cross-entropy.
+        count: (B,) number of labelled tokens.
+        kl: (B,) summed KL(teacher || student) on temperature-softened distributions (not scaled by T^2); None
+            without a teacher.
+    """
+
+    ce: Tensor
+    count: Tensor
+    kl: Tensor | None = None
 
 
 def token_cross_entropy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -22,3 +53,110 @@ def token_cross_entropy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]
         logits[:, :-1].transpose(1, 2).float(), targets, ignore_index=IGNORE_INDEX, reduction="none"
     )  # (B, L-1)
     return per_token.sum(dim=1), (targets != IGNORE_INDEX).sum(dim=1)
+
+
+def answer_positions(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, L) labels -> (n,) rows and (n,) positions whose next token is labelled, in row-major order."""
+    rows, positions = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
+    return rows, positions
+
+
+def answer_logits(logits: Tensor, labels: Tensor) -> Tensor:
+    """Logits that predict the labelled tokens, in order: (B, L, V) -> (n_answer_tokens, V)."""
+    return logits[:, :-1][labels[:, 1:] != IGNORE_INDEX]
+
+
+def token_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """KL(teacher || student) per token on temperature-softened distributions: (n, V) and (n, V) -> (n,)."""
+    log_p_teacher = (teacher.float() / temperature).log_softmax(-1)
+    log_p_student = (student.float() / temperature).log_softmax(-1)
+    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
+
+
+def check_same_answers(student: int, teacher: int) -> None:
+    if student != teacher:
+        raise ValueError(
+            f"Student and teacher answer logits differ in shape ({student} vs {teacher} answer tokens): the teacher "
+            "input must carry exactly the same response tokens as the student input."
+        )
+
+
+def full_logit_losses(
+    logits: Tensor, labels: Tensor, teacher: tuple[Tensor, Tensor] | None = None, temperature: float = 1.0
+) -> TokenLosses:
+    """Per-row losses from logits at every position.
+
+    Args:
+        logits: (B, L, V) student logits.
+        labels: (B, L) student labels.
+        teacher: (B_t, L_t, V) teacher logits and (B_t, L_t) teacher labels with the same answer tokens, or None.
+        temperature: KD softening temperature.
+    """
+    ce, count = token_cross_entropy(logits, labels)
+    if teacher is None:
+        return TokenLosses(ce, count)
+    student, target = answer_logits(logits, labels), answer_logits(*teacher)  # (n, V)
+    check_same_answers(student.shape[0], target.shape[0])
+    rows, _ = answer_positions(labels)
+    kl = ce.new_zeros(ce.shape).index_add(0, rows, token_kl(student, target, temperature))  # (B,)
+    return TokenLosses(ce, count, kl)
+
+
+def labelled_losses(
+    hidden: Tensor,
+    labels: Tensor,
+    head: Head,
+    chunk_size: int,
+    teacher: tuple[Tensor, Tensor] | None = None,
+    temperature: float = 1.0,
+) -> TokenLosses:
+    """Per-row losses with the output head applied only at labelled positions, `chunk_size` at a time.
+
+    Args:
+        hidden: (B, L, H) student final hidden states.
+        labels: (B, L) student labels (`IGNORE_INDEX` where untrained); shifted here.
+        head: the output head, (n, H) -> (n, V) logits; it runs under no_grad for the teacher.
+        chunk_size: labelled positions per chunk (the peak holds one chunk's (chunk_size, V) logits).
+        teacher: (B_t, L_t, H) teacher hidden states (no grad) and (B_t, L_t) teacher labels with the same answer
+            tokens, or None.
+        temperature: KD softening temperature.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}; set model.init_args.loss_chunk_size.")
+    rows, positions = answer_positions(labels)  # (n,)
+    selected = hidden[rows, positions]  # (n, H)
+    targets = labels[rows, positions + 1]  # (n,)
+    teacher_selected = None
+    if teacher is not None:
+        teacher_rows, teacher_positions = answer_positions(teacher[1])
+        check_same_answers(rows.shape[0], teacher_rows.shape[0])
+        teacher_selected = teacher[0][teacher_rows, teacher_positions].detach()  # (n, H)
+    empty = selected[:0].float().sum(-1)  # (0,), in the graph: a batch without labels still has a loss to backpropagate
+    ce_parts, kl_parts = [empty], [empty]
+    for start in range(0, rows.shape[0], chunk_size):
+        piece = slice(start, start + chunk_size)
+        chunk_teacher = None if teacher_selected is None else teacher_selected[piece]
+        args = (head, temperature, selected[piece], targets[piece], chunk_teacher)
+        ce, kl = (
+            checkpoint(_chunk_losses, *args, use_reentrant=False) if torch.is_grad_enabled() else _chunk_losses(*args)
+        )
+        ce_parts.append(ce)
+        kl_parts.append(kl)
+    count = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1)  # (B,)
+    zeros = hidden.new_zeros(labels.shape[0], dtype=torch.float32)  # (B,)
+    ce = zeros.index_add(0, rows, torch.cat(ce_parts))
+    kl = None if teacher is None else zeros.index_add(0, rows, torch.cat(kl_parts))
+    return TokenLosses(ce, count, kl)
+
+
+def _chunk_losses(
+    head: Head, temperature: float, hidden: Tensor, targets: Tensor, teacher: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """(c, H) hidden states and (c,) targets -> (c,) cross-entropy and (c,) KL (zeros without a teacher)."""
+    logits = head(hidden).float()  # (c, V)
+    ce = nn.functional.cross_entropy(logits, targets, reduction="none")  # (c,)
+    if teacher is None:
+        return ce, torch.zeros_like(ce)
+    with torch.no_grad():
+        teacher_logits = head(teacher)  # (c, V)
+    return ce, token_kl(logits, teacher_logits, temperature)

@@ -13,34 +13,10 @@ import torch
 from torch import Tensor
 
 from lit_sllm.config_errors import ConfigError
-from lit_sllm.data.batch import IGNORE_INDEX, Batch
+from lit_sllm.data.batch import Batch
 from lit_sllm.models.freezing import Trainable
 from lit_sllm.models.splice import Spliced
 from lit_sllm.modules.base import SpeechLLMModule
-from lit_sllm.modules.losses import token_cross_entropy
-
-
-def answer_logits(logits: Tensor, labels: Tensor) -> Tensor:
-    """Logits that predict the labelled tokens, in order: (B, L, V) -> (n_answer_tokens, V)."""
-    return logits[:, :-1][labels[:, 1:] != IGNORE_INDEX]
-
-
-def distillation_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
-    """Mean over tokens of KL(teacher || student) on temperature-softened distributions, scaled by T^2.
-
-    Args:
-        student: (n, V) logits.
-        teacher: (n, V) logits for the same n target tokens.
-    """
-    if student.shape != teacher.shape:
-        raise ValueError(
-            f"Student and teacher answer logits differ in shape ({tuple(student.shape)} vs {tuple(teacher.shape)}): "
-            "the teacher input must carry exactly the same response tokens as the student input."
-        )
-    log_p_teacher = (teacher.float() / temperature).log_softmax(-1)
-    log_p_student = (student.float() / temperature).log_softmax(-1)
-    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)  # (n,)
-    return kl.mean() * temperature**2 if kl.numel() else kl.sum()
 
 
 class MTBI(SpeechLLMModule):
@@ -61,19 +37,21 @@ class MTBI(SpeechLLMModule):
         self.kd_temperature = kd_temperature
         self.asr_weight = asr_weight
 
-    def compute_loss(self, batch: Batch, inputs: Spliced, logits: Tensor) -> dict[str, Tensor]:
-        loss_sum, count = token_cross_entropy(logits, inputs.labels)
-        weights = torch.tensor([self.asr_weight if t == "asr" else 1.0 for t in batch.tasks], device=logits.device)
-        ce = (loss_sum * weights).sum() / (count * weights).sum().clamp(min=1)
-        terms = {"loss": ce, "ce": ce}
-        has_teacher = batch.teacher is not None
-        if self.kd_weight > 0 and batch.num_target_tokens() and (self.training or has_teacher):
-            if not has_teacher:  # training without the view: the KD term would silently not take effect
+    def compute_loss(self, batch: Batch, inputs: Spliced, hidden: Tensor) -> dict[str, Tensor]:
+        teacher = None
+        if self.kd_weight > 0 and batch.num_target_tokens() and (self.training or batch.teacher is not None):
+            if batch.teacher is None:  # training without the view: the KD term would silently not take effect
                 raise ConfigError(
                     f"model.init_args.kd_weight is {self.kd_weight} but a batch from '{batch.source}' has no teacher "
                     f"view; set data.<split>.{batch.source}.transform.init_args.teacher_view: true, or kd_weight: 0."
                 )
-            kd = distillation_kl(answer_logits(logits, inputs.labels), self.teacher_logits(batch), self.kd_temperature)
+            teacher = (self.teacher_hidden(batch), batch.teacher.labels)
+        losses = self.token_losses(hidden, inputs.labels, teacher, self.kd_temperature)
+        weights = torch.tensor([self.asr_weight if t == "asr" else 1.0 for t in batch.tasks], device=hidden.device)
+        ce = (losses.ce * weights).sum() / (losses.count * weights).sum().clamp(min=1)
+        terms = {"loss": ce, "ce": ce}
+        if losses.kl is not None:
+            kd = losses.kl.sum() / losses.count.sum().clamp(min=1) * self.kd_temperature**2
             terms |= {"kd": kd, "loss": ce + self.kd_weight * kd}
         return terms
 
@@ -91,9 +69,9 @@ class MTBI(SpeechLLMModule):
                     )
 
     @torch.no_grad()
-    def teacher_logits(self, batch: Batch) -> Tensor:
-        """The frozen LLM's logits on the response tokens, reading the transcript instead of the speech."""
+    def teacher_hidden(self, batch: Batch) -> Tensor:
+        """The frozen LLM's (B, L_t, H) final hidden states reading the transcript instead of the speech; the loss
+        applies the output head at the response tokens only."""
         teacher = batch.teacher
-        embeds = self.model.llm.get_input_embeddings()(teacher.input_ids)
-        logits = self.model.llm(inputs_embeds=embeds, attention_mask=teacher.attention_mask, use_cache=False).logits
-        return answer_logits(logits, teacher.labels)
+        embeds = self.model.llm.get_input_embeddings()(teacher.input_ids)  # (B, L_t, H)
+        return self.model.hidden_states(embeds, teacher.attention_mask)

@@ -158,7 +158,9 @@ class StepProbe:
             batch = probe_batch(rows, cell.seconds, cell.tokens, self.module.model, self.pad_id).to(self.device)
             with torch.autocast(self.device, dtype=self.autocast, enabled=self.autocast is not None):
                 inputs = self.module.model.prepare_inputs(batch)
-                loss = self.module.compute_loss(batch, inputs, self.module.model(inputs))["loss"]
+                loss = self.module.compute_loss(
+                    batch, inputs, self.module.model.hidden_states(inputs.inputs_embeds, inputs.attention_mask)
+                )["loss"]
             loss.backward()
             self.optimizer.step()
             loss.item()
