@@ -21,9 +21,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_sllm.callbacks.gather import sum_over_ranks
-from lit_sllm.data.batch import IGNORE_INDEX, Batch
+from lit_sllm.data.batch import Batch
 from lit_sllm.metrics.normalize import normalize_text
 from lit_sllm.models.speech_llm import SpeechLLM
+from lit_sllm.modules.losses import answer_positions
 
 Checker = Callable[[str, str, str], bool]
 
@@ -61,18 +62,19 @@ class SetScore:
 
 
 def answer_log_probs(model: SpeechLLM, batch: Batch) -> tuple[list[Tensor], float, int]:
-    """Log-probabilities over the vocabulary at each answer token.
+    """Log-probabilities over the vocabulary at each answer token (the head runs at answer positions only).
 
     Returns:
         Per row a (n_answer_tokens, V) float32 tensor, the summed NLL of the answer tokens, and their count.
     """
     inputs = model.prepare_inputs(batch)
-    log_probs = model(inputs).float().log_softmax(dim=-1)[:, :-1]  # (B, L-1, V)
-    targets = inputs.labels[:, 1:]  # (B, L-1)
-    answer = targets != IGNORE_INDEX
-    nll = -log_probs.gather(-1, targets.clamp(min=0)[..., None])[..., 0][answer].sum()
-    rows = [log_probs[b][answer[b]].cpu() for b in range(targets.shape[0])]
-    return rows, float(nll), int(answer.sum())
+    hidden = model.hidden_states(inputs.inputs_embeds, inputs.attention_mask)  # (B, L, H)
+    rows, positions = answer_positions(inputs.labels)  # (n,), (n,)
+    log_probs = model.lm_head(hidden[rows, positions]).float().log_softmax(dim=-1)  # (n, V)
+    targets = inputs.labels[rows, positions + 1]  # (n,)
+    nll = -log_probs.gather(-1, targets[:, None]).sum()
+    per_row = [log_probs[rows == b].cpu() for b in range(inputs.labels.shape[0])]
+    return per_row, float(nll), int(targets.numel())
 
 
 def kl_sum(base: dict[str, Tensor], current: dict[str, Tensor]) -> tuple[float, int]:
