@@ -14,6 +14,7 @@ import torchaudio
 from data_helpers import encode, speech_sample, write_shard
 
 from lit_sllm.config_errors import ConfigError
+from lit_sllm.data.audio import resample
 from lit_sllm.data.augment import UNDONE, Augmentation, build_step
 from lit_sllm.data.augment_transforms import (
     AddNoise,
@@ -23,6 +24,7 @@ from lit_sllm.data.augment_transforms import (
     Reverb,
     TelephoneBand,
     coloured_noise,
+    mix_at_snr,
     resample_clip,
     reverberate,
     synthetic_rir,
@@ -70,6 +72,26 @@ def test_padded_resampling_equals_torchaudios():
             expected = torchaudio.functional.speed(clip[None], RATE, factor)[0][0]
             got = resample_clip(clip, int(factor * RATE), RATE)
             assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("rates", [(24000, 16000), (22050, 16000), (44100, 16000), (8000, 16000), (16000, 8000)])
+def test_resampling_with_the_kept_kernel_equals_torchaudios(rates):
+    """`resample` (what decoding uses) keeps its kernel and pads once: the result is torchaudio's."""
+    for length in (1, 7, 8000, 12345, 40001):
+        clip = torch.randn(length, generator=torch.Generator().manual_seed(length))
+        expected = torchaudio.functional.resample(clip, *rates)
+        got = resample(clip, *rates)
+        assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-4)
+    stereo = torch.randn(2, 9000)
+    assert torch.equal(resample(stereo, *rates), torchaudio.functional.resample(stereo, *rates))
+
+
+@pytest.mark.parametrize("snr", [0.0, 12.5, 30.0])
+def test_noise_mixing_equals_torchaudios_add_noise(snr):
+    clip, noise = speech_like(1.5), torch.randn(24000, generator=torch.Generator().manual_seed(3))
+    expected = torchaudio.functional.add_noise(clip[None], noise[None], torch.tensor([snr]))[0]
+    assert torch.allclose(mix_at_snr(clip, noise, snr), expected, atol=1e-5)
+    assert mix_at_snr(clip, torch.zeros_like(clip), snr) is clip  # silent noise: no SNR to reach, clip untouched
 
 
 def test_interleaving_cuts_a_speed_perturbed_clip_at_its_words():

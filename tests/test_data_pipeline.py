@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import json
 import random
+import tarfile
 from collections import Counter
 
 import pytest
@@ -23,6 +25,7 @@ from lit_sllm.data.pipeline import (
     peek_durations,
     resolve_shards,
 )
+from lit_sllm.data.remote import _stream_members, tar_members
 from lit_sllm.data.schema import SchemaError, audio_part_names, parse_meta
 from lit_sllm.tools.data import add_parser as add_data_parser
 
@@ -245,3 +248,39 @@ def test_teacher_prompts_and_responses_reach_the_sample(tmp_path):
     (sample,) = finite_samples(resolve_shards(str(tmp_path / "t.tar")), ReadConfig(), Slot(), DataTally())
     assert sample.responses == {"sqa": "yes"} and sample.prompts == {"sqa": "is it red"}
     assert sample.teacher_turns is None
+
+
+def _tarfile_members(data: bytes) -> list[tuple[str, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|*") as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar if m.isreg()]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+@pytest.mark.parametrize("compression", ["", "gz"])
+def test_the_tar_reader_gives_what_tarfile_gives_and_fails_where_it_fails(fmt, compression):
+    """Long names (GNU and pax), pax mtimes (webdataset writes float ones), directories, compressed shards; and
+    streams cut in a header, a member or its padding."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=f"w:{compression}" if compression else "w", format=fmt) as tar:
+        for i in range(5):
+            name = f"{'d' * (120 if i == 2 and fmt != tarfile.USTAR_FORMAT else 3)}/k{i}.flac"
+            info, payload = tarfile.TarInfo(name), bytes(range(256)) * i + b"x" * (97 * i)
+            info.size, info.mtime = len(payload), 1.5 + i
+            tar.addfile(info, io.BytesIO(payload))
+        folder = tarfile.TarInfo("folder")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+    data = buffer.getvalue()
+    assert [(n, read()) for n, read in _stream_members(io.BytesIO(data))] == _tarfile_members(data)
+    if compression:
+        return
+    for cut in (0, 300, 512, 600, len(data) // 2, len(data) - 1030):
+        try:
+            expected: object = _tarfile_members(data[:cut])
+        except tarfile.ReadError:
+            expected = tarfile.ReadError
+        try:
+            got: object = [(n, read()) for n, read in tar_members(io.BytesIO(data[:cut]))]
+        except tarfile.ReadError:
+            got = tarfile.ReadError
+        assert got == expected, cut

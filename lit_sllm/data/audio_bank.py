@@ -30,8 +30,11 @@ def _audio_files(folder: Path) -> list[Path]:
 
 
 def _mono(data) -> Tensor:
+    """(S,) from soundfile's (S, C) float32 frames: the channel itself when there is one (no copy), else the mean."""
     wave = torch.from_numpy(data.astype("float32", copy=False))
-    return wave.mean(dim=1) if wave.dim() == 2 else wave  # (S,)
+    if wave.dim() == 2:
+        return wave[:, 0] if wave.shape[1] == 1 else wave.mean(dim=1)
+    return wave  # (S,)
 
 
 def _loop_to(wave: Tensor, length: int) -> Tensor:

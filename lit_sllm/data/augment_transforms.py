@@ -2,10 +2,10 @@
 
 A transform takes the clips of one sample at one rate and a generator, and returns new clips: `(clips, rate, rng)
 -> clips`. Random choices come from `rng` only (tensor noise from a torch generator seeded from it), so the same
-generator gives the same result. The signal work is torchaudio's and soundfile's (speed, add_noise, fftconvolve,
-gain, resample, highpass_biquad, lfilter; codecs through libsndfile); written here by hand are only what neither
-offers: coloured noise filters, a synthetic room impulse response, the direct-path alignment of a reverberated
-clip, and peak clipping.
+generator gives the same result. The signal work is torchaudio's and soundfile's (resampling kernels, fftconvolve,
+gain, highpass_biquad, lfilter; codecs through libsndfile); written here by hand are only what neither offers:
+coloured noise filters, a synthetic room impulse response, the direct-path alignment of a reverberated clip, peak
+clipping, and mixing at an SNR (torchaudio's `add_noise` formula, in fewer passes over the clip).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from lit_sllm.data.audio import resample_clip
 from lit_sllm.data.audio_bank import AudioBank
 
 Range = tuple[float, float]
@@ -50,29 +51,6 @@ class Transform:
 
     def one(self, clip: Tensor, rate: int, rng: random.Random) -> Tensor:
         raise NotImplementedError
-
-
-@functools.lru_cache(maxsize=32)
-def _resampler(from_rate: int, to_rate: int) -> torch.nn.Module:
-    import torchaudio
-
-    return torchaudio.transforms.Resample(from_rate, to_rate)  # keeps its kernel between calls
-
-
-SHAPE_STEP = 8000  # samples: clip lengths are padded up to a multiple of this before resampling
-
-
-def resample_clip(clip: Tensor, from_rate: int, to_rate: int) -> Tensor:
-    """(S,) -> (ceil(S * to / from),) with torchaudio's resampler, its kernel kept between calls.
-
-    The clip is zero-padded to a multiple of `SHAPE_STEP` first and the result cut back, which changes nothing (the
-    resampler pads with zeros itself) but lets oneDNN reuse its convolution for clips of similar length: building one
-    for every new length made resampling three times slower on clips of unique lengths.
-    """
-    common = math.gcd(from_rate, to_rate)
-    from_rate, to_rate = from_rate // common, to_rate // common
-    padded = torch.nn.functional.pad(clip, (0, -clip.numel() % SHAPE_STEP))
-    return _resampler(from_rate, to_rate)(padded)[: math.ceil(to_rate * clip.numel() / from_rate)]
 
 
 @dataclass
@@ -147,9 +125,18 @@ class AddNoise(Transform):
             noise = self.bank.excerpt(clip.numel(), rate, rng)
         else:
             noise = coloured_noise(clip.numel(), self.colour, _generator(rng))
-        if float(noise.pow(2).sum()) <= 1e-12:  # a silent excerpt: no SNR can be reached, leave the clip
-            return clip
-        return AF.add_noise(clip[None], noise[None], torch.tensor([snr]))[0]
+        return mix_at_snr(clip, noise, snr)
+
+
+def mix_at_snr(clip: Tensor, noise: Tensor, snr_db: float) -> Tensor:
+    """(S,) `clip + scale * noise`, `scale` chosen so that clip energy over scaled noise energy is `snr_db` (as
+    torchaudio's `add_noise`, energies over the whole clip), in one pass over each input and one output; a silent
+    `noise` leaves the clip as it is (no SNR can be reached)."""
+    noise_energy = float(torch.dot(noise, noise))
+    if noise_energy <= 1e-12:
+        return clip
+    scale = math.sqrt(float(torch.dot(clip, clip)) / noise_energy * 10 ** (-snr_db / 10))
+    return torch.add(clip, noise, alpha=scale)  # (S,)
 
 
 def synthetic_rir(rt60: float, drr_db: float, rate: int, generator: torch.Generator) -> Tensor:
