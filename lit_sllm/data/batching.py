@@ -228,20 +228,6 @@ def bucket_batches(
             yield _take_batch(pool, spec, rng, grid.cap(index))
 
 
-def batches(
-    items: Iterable[T],
-    spec: BatchingSpec,
-    rng: random.Random,
-    measure: Measure,
-    boundaries: Sequence[float] | BucketGrid = (),
-    on_oversize: Callable[[T], None] | None = None,
-) -> Iterator[list[T]]:
-    """Bucketed batches when the spec sets `max_duration` or `max_tokens`, fixed-size ones otherwise."""
-    if spec.bucketing:
-        return bucket_batches(items, spec, rng, measure, boundaries, on_oversize)
-    return fixed_batches(items, spec.batch_size)
-
-
 def mix(streams: dict[str, Iterator[T]], weights: dict[str, float], rng: random.Random) -> Iterator[tuple[str, T]]:
     """Endless (source name, batch) pairs, each step drawing the source with probability proportional to its weight.
 

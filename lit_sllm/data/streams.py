@@ -17,7 +17,7 @@ from torch.utils.data import IterableDataset
 
 from lit_sllm.data.augment import Augmentation
 from lit_sllm.data.batch import Batch
-from lit_sllm.data.batching import BatchingSpec, BucketGrid, batches, mix
+from lit_sllm.data.batching import BatchingSpec, BucketGrid, bucket_batches, fixed_batches, mix
 from lit_sllm.data.collate import EncodedSample, SampleEncoder, collate
 from lit_sllm.data.pipeline import DataTally, ReadConfig, ShardInfo, current_slot, finite_samples, infinite_samples
 from lit_sllm.data.schema import Sample
@@ -64,7 +64,11 @@ class SourcePlan:
                 "over_batch_limit", f"{self.name}: sample {item.key} alone exceeds batching limits {item.measure()}"
             )
 
-        for items in batches(encoded, self.batching, rng, EncodedSample.measure, self.grid, oversize):
+        if self.batching.bucketing:  # by duration (and tokens) under the limits, else a fixed number of rows
+            grouped = bucket_batches(encoded, self.batching, rng, EncodedSample.measure, self.grid, oversize)
+        else:
+            grouped = fixed_batches(encoded, self.batching.batch_size)
+        for items in grouped:
             yield collate(items, self.name, self.pad_id)
 
 
