@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from lit_sllm.data.interleave import Span, cut_points, interleave, random_spans
+from lit_sllm.data.interleave import Span, cut_points, interleave, interleave_spans, random_spans
 
 RATE = 100  # 1 sample = 10 ms, so times map to exact sample indices
 WORDS = [("the", 0.10, 0.30), ("red", 0.40, 0.60), ("cat", 0.70, 0.90), ("sat", 1.00, 1.20)]
@@ -36,6 +36,19 @@ def test_interleave_puts_each_words_audio_in_its_clip():
     # speech + text cover the utterance exactly once: every word's samples land in exactly one clip or as text
     word_samples = {int(v) for clip in clips.values() for v in clip.unique().tolist() if v}
     assert word_samples == {1, 4}
+
+
+def test_interleave_spans_name_the_seconds_interleave_cuts():
+    spans = [Span(0, 1, as_text=False), Span(1, 3, as_text=True), Span(3, 4, as_text=False)]
+    parts = interleave_spans(WORDS, 1.3, spans, "flac")
+    assert parts == [
+        {"audio": "flac", "start": 0.0, "end": pytest.approx(0.35)},
+        {"text": "red cat"},
+        {"audio": "flac", "start": pytest.approx(0.95), "end": 1.3},
+    ]
+    _, clips = interleave(WORDS, _wave(), RATE, spans)  # the same seconds as the clip-level cut
+    audio = [p for p in parts if "audio" in p]
+    assert [round((p["end"] - p["start"]) * RATE) for p in audio] == [c.shape[0] for c in clips.values()]
 
 
 def test_random_spans_cover_all_words_alternating_and_mixing_modalities():

@@ -191,7 +191,22 @@ def test_audio_from_other_rows_gives_every_row_foreign_clips_by_hand():
     batch = Batch(ids, mask, torch.full_like(ids, -100), audio, torch.tensor([3, 2, 3, 1]))
     foreign = audio_from_other_rows(batch, a)
     # row 0 takes row 2's first clip; row 2's two clips come from row 3 (its only clip, twice); row 3 takes row 0's
-    assert foreign.audio[:, 0].tolist() == [1.0, 3.0, 3.0, 0.0]
-    assert foreign.audio_lengths.tolist() == [2, 1, 1, 3]
+    assert foreign.span_clips.tolist() == [1, 3, 3, 0] and torch.equal(foreign.audio, audio)  # no clip copied
+    assert foreign.span_times.tolist() == [[0.0, float("inf")]] * 4
     single = Batch(ids[:2], mask[:2], torch.full_like(ids[:2], -100), audio[:1], torch.tensor([3]))
     assert audio_from_other_rows(single, a) is None  # one speaking row: nothing to swap with
+
+
+def test_audio_from_other_rows_moves_spans_of_one_clip_whole_by_hand():
+    from lit_sllm.data.batch import Batch
+    from lit_sllm.modules.listening import audio_from_other_rows
+
+    a = 9  # each row: two spans of its own clip (frame-level interleaving) around text
+    ids = torch.tensor([[a, 2, a, 0], [1, a, 3, a]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    times = torch.tensor([[0.0, 1.0], [1.0, 2.0], [0.0, 0.5], [0.5, 2.0]])
+    batch = Batch(ids, mask, torch.full_like(ids, -100), torch.zeros(2, 3), torch.tensor([3, 3]),
+                  span_clips=torch.tensor([0, 0, 1, 1]), span_times=times)  # fmt: skip
+    foreign = audio_from_other_rows(batch, a)
+    assert foreign.span_clips.tolist() == [1, 1, 0, 0]
+    assert foreign.span_times.tolist() == [[0.0, 0.5], [0.5, 2.0], [0.0, 1.0], [1.0, 2.0]]

@@ -49,7 +49,8 @@ def attention_flops(lengths: Tensor, layers: int, width: int) -> int:
 
 @dataclass
 class StepShape:
-    """Real positions of one batch at each stage: (N,) encoder frames and adapter frames per clip, (B,) LLM tokens."""
+    """Real positions of one batch at each stage: (N,) encoder frames and adapter frames per clip, (B,) LLM tokens
+    (text plus the adapter frames each row's placeholders splice in: its clips' spans)."""
 
     encoder_frames: Tensor
     adapter_frames: Tensor
@@ -61,10 +62,11 @@ def step_shape(model: SpeechLLM, batch: Batch) -> StepShape:
     """Measures the batch's real positions by running the encoder, adapter and splice (no gradients)."""
     frames, encoder_lengths = model.encoder(batch.audio, batch.audio_lengths)  # (N, T, D)
     _, adapter_lengths = model.adapter(frames, encoder_lengths)
-    placeholders = (batch.input_ids == model.audio_token_id).sum(dim=1)  # (B,)
+    ranges = model.span_ranges(batch, frames, encoder_lengths, adapter_lengths)  # (P, 3)
+    placeholders = ((batch.input_ids == model.audio_token_id) & batch.attention_mask.bool()).sum(dim=1)  # (B,)
     text = batch.attention_mask.sum(dim=1) - placeholders  # (B,)
-    clip_row = torch.repeat_interleave(torch.arange(batch.size, device=placeholders.device), placeholders)
-    audio = torch.zeros_like(text).index_add_(0, clip_row, adapter_lengths.long())  # (B,)
+    span_row = torch.repeat_interleave(torch.arange(batch.size, device=placeholders.device), placeholders)
+    audio = torch.zeros_like(text).index_add_(0, span_row, (ranges[:, 2] - ranges[:, 1]).long())  # (B,)
     return StepShape(encoder_lengths.long(), adapter_lengths.long(), text + audio)
 
 

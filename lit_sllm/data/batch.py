@@ -17,9 +17,10 @@ IGNORE_INDEX = -100
 class Batch:
     """One collated batch.
 
-    Each audio clip is stood for by one placeholder token in `input_ids`; placeholders are matched to the rows
-    of `audio` in reading order (row by row, left to right), and the model widens each one to as many frames as
-    its clip yields.
+    Each audio part is stood for by one placeholder token in `input_ids`. Without spans, placeholders are matched
+    to the rows of `audio` in reading order (row by row, left to right) and the model widens each one to as many
+    frames as its clip yields. With spans (frame-level interleaving), placeholder i stands for the seconds
+    `span_times[i]` of clip `span_clips[i]`: the clip is encoded once and its output frames are cut at those times.
 
     Attributes:
         input_ids: (B, L) chat-template token ids with one audio placeholder per clip, right padded.
@@ -27,6 +28,8 @@ class Batch:
         labels: (B, L) target ids on trained (assistant) tokens, `IGNORE_INDEX` elsewhere.
         audio: (N, S) waveforms of every clip in the batch at the encoder's sample rate, zero padded.
         audio_lengths: (N,) valid samples per clip.
+        span_clips: (P,) clip (row of `audio`) of each placeholder in reading order; empty for one whole clip each.
+        span_times: (P, 2) start and end seconds of each placeholder's span of its clip (0 and inf: the whole clip).
         source: name of the train source or eval set the batch came from.
         keys: sample keys, one per row, for tracing a batch back to its shard.
         tasks: task name per row.
@@ -46,6 +49,8 @@ class Batch:
     labels: Tensor
     audio: Tensor = field(default_factory=lambda: torch.zeros(0, 0))
     audio_lengths: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    span_clips: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    span_times: Tensor = field(default_factory=lambda: torch.zeros(0, 2))
     source: str = ""
     keys: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
@@ -64,14 +69,28 @@ class Batch:
     def num_clips(self) -> int:
         return self.audio.shape[0]
 
+    def placeholder_spans(self) -> tuple[Tensor, Tensor]:
+        """(P,) clip and (P, 2) start/end seconds of every placeholder; a batch without spans gets one whole clip
+        (0 to inf) per placeholder, in order."""
+        if self.span_clips.numel() or not self.num_clips:
+            return self.span_clips, self.span_times
+        clips = torch.arange(self.num_clips, device=self.audio.device)
+        times = torch.tensor([[0.0, float("inf")]], device=self.audio.device).expand(self.num_clips, 2)
+        return clips, times
+
     def num_target_tokens(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
 
-    def clip_rows(self, audio_token_id: int) -> list[list[int]]:
-        """Indices into `audio` of each row's clips (placeholders are matched to clips in reading order)."""
+    def placeholder_rows(self, audio_token_id: int) -> list[list[int]]:
+        """Indices of each row's audio placeholders in the batch's reading order (into `placeholder_spans()`)."""
         counts = ((self.input_ids == audio_token_id) & self.attention_mask.bool()).sum(dim=1).tolist()
         starts = [sum(counts[:row]) for row in range(len(counts))]
         return [list(range(start, start + count)) for start, count in zip(starts, counts)]
+
+    def clip_rows(self, audio_token_id: int) -> list[list[int]]:
+        """Indices into `audio` of the clips each row's placeholders refer to, each once, in reading order."""
+        span_clips = self.placeholder_spans()[0].tolist()
+        return [list(dict.fromkeys(span_clips[p] for p in row)) for row in self.placeholder_rows(audio_token_id)]
 
     def generation_view(self) -> Batch:
         """The prompt-only rows to generate from: `prompt` for a teacher-forced eval batch, the batch itself when it
@@ -100,5 +119,5 @@ class Batch:
         return dataclasses.replace(self, **moved, **views, extras=extras)
 
 
-_TENSOR_FIELDS = ("input_ids", "attention_mask", "labels", "audio", "audio_lengths")
+_TENSOR_FIELDS = ("input_ids", "attention_mask", "labels", "audio", "audio_lengths", "span_clips", "span_times")
 _VIEWS = ("teacher", "prompt")

@@ -25,14 +25,14 @@ SampleTransform = Callable[[Sample, random.Random], Sample]
 
 @dataclass
 class EncodedSample:
-    """One sample as token ids and its clips in placeholder order, ready to be padded into a batch.
+    """One sample as token ids and its clips, ready to be padded into a batch.
 
     Attributes:
         key: sample key.
         task: task name.
-        input_ids: chat-template token ids with one audio placeholder per clip.
+        input_ids: chat-template token ids with one audio placeholder per audio part.
         labels: ids on trained tokens, `IGNORE_INDEX` elsewhere (all ignored in generation mode).
-        clips: (S_i,) waveform per placeholder, in order.
+        clips: (S_i,) waveform of each distinct clip the parts refer to, in order of first reference.
         reference: the final assistant answer (empty when the sample has none).
         duration: seconds of audio over all clips.
         teacher: the transcript-only view (`Sample.teacher_turns`) encoded the same way, for distillation.
@@ -40,6 +40,7 @@ class EncodedSample:
         prompt: the prompt-only view (eval sets): the conversation cut where its final answer begins.
         transcript: `Sample.transcript` ("" when unknown).
         group: `Sample.group`.
+        spans: (clip index into `clips`, start s, end s) per placeholder; empty for one whole clip per placeholder.
     """
 
     key: str
@@ -54,6 +55,7 @@ class EncodedSample:
     prompt: EncodedSample | None = None
     transcript: str = ""
     group: str = ""
+    spans: list[tuple[int, float, float]] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -121,9 +123,13 @@ class SampleEncoder:
         return self._encoded(sample, dialog, reference)
 
     def _encoded(self, sample: Sample, dialog: EncodedDialog, reference: str) -> EncodedSample:
-        clips = [self._clip(sample, name) for name in dialog.audio_refs]
+        names = list(dict.fromkeys(dialog.audio_refs))  # each clip once, however many parts cut it
+        clips = [self._clip(sample, name) for name in names]
+        spans = [(names.index(name), *times) for name, times in zip(dialog.audio_refs, dialog.audio_times)]
         duration = sum(clip.numel() for clip in clips) / self.sample_rate
-        return EncodedSample(sample.key, sample.task, dialog.input_ids, dialog.labels, clips, reference, duration)
+        encoded = EncodedSample(sample.key, sample.task, dialog.input_ids, dialog.labels, clips, reference, duration)
+        encoded.spans = spans
+        return encoded
 
     def _teacher(self, sample: Sample, student: EncodedSample) -> EncodedSample:
         """The transcript-only view: teacher-forced with the student's answer tokens, or (generating) its prompt."""
@@ -168,6 +174,17 @@ def _pad_audio(clips: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     return audio, lengths
 
 
+def _spans(items: Sequence[EncodedSample]) -> tuple[Tensor, Tensor]:
+    """(P,) batch clip index and (P, 2) start/end seconds of every placeholder, in reading order."""
+    clips, times, offset = [], [], 0
+    for item in items:
+        spans = item.spans or [(i, 0.0, float("inf")) for i in range(len(item.clips))]
+        clips += [offset + clip for clip, _, _ in spans]
+        times += [(start, end) for _, start, end in spans]
+        offset += len(item.clips)
+    return torch.tensor(clips, dtype=torch.long), torch.tensor(times, dtype=torch.float32).reshape(-1, 2)
+
+
 def _view_batch(items: Sequence[EncodedSample], view: str, source: str, pad_id: int) -> Batch | None:
     """The Batch of every item's `view` ("teacher" or "prompt") when every item has one, None when none has."""
     views = [getattr(item, view) for item in items if getattr(item, view) is not None]
@@ -184,7 +201,8 @@ def _view_batch(items: Sequence[EncodedSample], view: str, source: str, pad_id: 
 
 
 def collate(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch:
-    """Pads encoded samples into a `Batch` (token ids right padded, clips zero padded in placeholder order).
+    """Pads encoded samples into a `Batch` (token ids right padded, clips zero padded in order, and each
+    placeholder's clip and seconds in `span_clips`/`span_times`).
 
     `extras` gets `tokens` (real tokens), `token_padding_ratio`, `audio_seconds` and `padding_ratio`: real over
     padded audio frames when the batch has audio, else the token ratio; and `augment`, how many of its samples each
@@ -194,6 +212,7 @@ def collate(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch:
     augmented = Counter(name for item in items for name in item.augmented)
     clips = [clip for item in items for clip in item.clips]
     audio, audio_lengths = _pad_audio(clips)
+    span_clips, span_times = _spans(items)
     token_lengths = [item.num_tokens for item in items]
     token_ratio = padding_ratio(token_lengths)
     return Batch(
@@ -202,6 +221,8 @@ def collate(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch:
         labels=_pad([item.labels for item in items], IGNORE_INDEX),  # (B, L)
         audio=audio,
         audio_lengths=audio_lengths,
+        span_clips=span_clips,
+        span_times=span_times,
         source=source,
         keys=[item.key for item in items],
         tasks=[item.task for item in items],

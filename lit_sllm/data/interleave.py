@@ -1,12 +1,16 @@
 """MTBI speech/text interleaving: within one utterance, some word spans are given as text and the rest as speech.
 
-Pure functions on word times and a waveform; the MTBI transform applies them to a sample's user turn.
+Pure functions on word times and a waveform; the MTBI transform applies them to a sample's user turn. Two levels:
+`interleave` cuts the waveform into clips at word times (each clip is encoded alone, without its neighbours);
+`interleave_spans` keeps the one clip and gives each audio part the seconds it covers, so the model encodes the
+utterance once and cuts its output frames at those times (`lit_sllm.models.frame_spans`).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
@@ -71,3 +75,26 @@ def interleave(
         clips[name] = wave[..., first:last]
         parts.append({"audio": name})
     return parts, clips
+
+
+def interleave_spans(words: list[Word], duration: float, spans: list[Span], clip: str) -> list[dict[str, Any]]:
+    """Turns one utterance into alternating text parts and audio parts that name seconds of its one clip.
+
+    Args:
+        words: (word, start s, end s) for every word of the utterance, in order.
+        duration: seconds of the clip.
+        spans: which word runs become text (from `random_spans`).
+        clip: the audio part name of the utterance's clip.
+
+    Returns:
+        The parts in order: `{"text": ...}` or `{"audio": clip, "start": s, "end": e}`, cut at the same times as
+        `interleave` cuts the waveform.
+    """
+    cuts = cut_points(words, duration)
+    parts: list[dict[str, Any]] = []
+    for span in spans:
+        if span.as_text:
+            parts.append({"text": " ".join(word for word, _, _ in words[span.start : span.end])})
+        else:
+            parts.append({"audio": clip, "start": cuts[span.start], "end": cuts[span.end]})
+    return parts

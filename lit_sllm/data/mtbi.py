@@ -2,7 +2,9 @@
 
 Each time a sample is read, one task is drawn (or ASR, with `asr_prob`); the user turn is the task prompt the
 teacher answered plus the utterance as speech (or, with `interleave_prob`, as interleaved speech and text spans),
-and the target is the teacher's response. With `teacher_view` the same conversation with the full transcript in
+and the target is the teacher's response. Interleaving is at the level of encoder output frames by default (the
+utterance is encoded once, text replaces the frames of its words) or of waveform clips (`interleave_level: clips`,
+each speech run encoded alone). With `teacher_view` the same conversation with the full transcript in
 place of the speech rides along for online logit distillation.
 """
 
@@ -10,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from typing import Literal
 
-from lit_sllm.data.interleave import interleave, random_spans
+from lit_sllm.data.interleave import interleave, interleave_spans, random_spans
 from lit_sllm.data.schema import Sample
 from lit_sllm.data.tasks import task_turns
 
@@ -26,6 +29,9 @@ class BehaviourImitation:
         interleave_prob: probability that word spans of the utterance are given as text (needs `words`).
         min_span: fewest words in one interleaved run.
         max_span: most words in one interleaved run.
+        interleave_level: "frames" encodes the utterance once and cuts its adapter output at the word times (speech
+            runs keep their neighbours' context; the encoder sees one clip per utterance); "clips" cuts the waveform
+            and encodes each speech run as a clip of its own.
         teacher_view: attach the transcript-only conversation for logit distillation.
     """
 
@@ -37,13 +43,17 @@ class BehaviourImitation:
         interleave_prob: float = 0.0,
         min_span: int = 1,
         max_span: int = 4,
+        interleave_level: Literal["frames", "clips"] = "frames",
         teacher_view: bool = False,
     ) -> None:
+        if interleave_level not in ("frames", "clips"):
+            raise ValueError(f"interleave_level '{interleave_level}' is unknown; use 'frames' or 'clips'.")
         self.tasks = set(tasks) if tasks is not None else None
         self.asr_prob = asr_prob
         self.asr_prompt = asr_prompt
         self.interleave_prob = interleave_prob
         self.min_span, self.max_span = min_span, max_span
+        self.interleave_level = interleave_level
         self.teacher_view = teacher_view
 
     def pick_task(self, sample: Sample, rng: random.Random) -> tuple[str, str, str]:
@@ -74,8 +84,11 @@ class BehaviourImitation:
         parts, audio = [{"audio": name}], dict(sample.audio)
         if sample.words and len(sample.words) > 1 and rng.random() < self.interleave_prob:
             spans = random_spans(len(sample.words), rng, self.min_span, self.max_span)
-            parts, clips = interleave(sample.words, wave, rate, spans)
-            audio = {clip_name: (clip, rate) for clip_name, clip in clips.items()}
+            if self.interleave_level == "frames":
+                parts = interleave_spans(sample.words, wave.shape[-1] / rate, spans, name)
+            else:
+                parts, clips = interleave(sample.words, wave, rate, spans)
+                audio = {clip_name: (clip, rate) for clip_name, clip in clips.items()}
         teacher = task_turns(prompt, [{"text": sample.transcript}], answer) if self.teacher_view else None
         return dataclasses.replace(
             sample, task=task, turns=task_turns(prompt, parts, answer), audio=audio, teacher_turns=teacher

@@ -22,7 +22,8 @@ generation prompt that is not a prefix of the rendered turn).
   read the same header (Qwen3's empty think block included).
 
 An audio part becomes one placeholder token in the message text (a text part for templates that take a list of
-parts); the model widens it to the clip's frames.
+parts); the model widens it to the clip's frames, or to the frames of seconds `start`..`end` of the clip when the
+part names them (`{"audio": "flac", "start": 0.4, "end": 1.2}`: frame-level interleaving).
 """
 
 from __future__ import annotations
@@ -81,11 +82,13 @@ def end_markers(tokenizer: PreTrainedTokenizerBase, exclude: Sequence[str] = ())
 
 @dataclass
 class EncodedDialog:
-    """Token ids of one conversation; `audio_refs` name the audio parts in placeholder order."""
+    """Token ids of one conversation; `audio_refs` name the audio parts in placeholder order and `audio_times` give
+    each part's (start, end) seconds of its clip ((0, inf) for a part without `start`/`end`: the whole clip)."""
 
     input_ids: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     audio_refs: list[str] = field(default_factory=list)
+    audio_times: list[tuple[float, float]] = field(default_factory=list)
 
 
 class ChatFormatter:
@@ -143,21 +146,21 @@ class ChatFormatter:
             "end-of-turn token."
         )
 
-    def _messages(self, turns: Sequence[dict[str, Any]]) -> tuple[list[dict], list[tuple[str, str]], list[str]]:
-        """(chat messages, (role, text) of each, audio part names in order) of schema turns."""
-        messages, texts, audio_refs = [], [], []
+    def _messages(self, turns: Sequence[dict[str, Any]]) -> tuple[list[dict], list[tuple[str, str]], list[dict]]:
+        """(chat messages, (role, text) of each, audio parts in order) of schema turns."""
+        messages, texts, audio_parts = [], [], []
         for turn in turns:
             pieces = []
             for part in turn["parts"]:
                 if "audio" in part:
-                    audio_refs.append(part["audio"])
+                    audio_parts.append(part)
                     pieces.append(self.audio_token)
                 else:
                     pieces.append(part["text"])
             text = self.part_separator.join(pieces)
             messages.append(self._chat_message(turn["role"], text))
             texts.append((turn["role"], text))
-        return messages, texts, audio_refs
+        return messages, texts, audio_parts
 
     def _chat_message(self, role: str, text: str) -> dict[str, Any]:
         return {"role": role, "content": [{"type": "text", "text": text}] if self.parts_content else text}
@@ -259,7 +262,7 @@ class ChatFormatter:
     def _encode(self, turns: Sequence[dict[str, Any]], train_on: str) -> EncodedDialog:
         if not turns:
             return EncodedDialog()
-        messages, texts, audio_refs = self._messages(turns)
+        messages, texts, audio_parts = self._messages(turns)
         rendering, spans = self._locate(messages, texts)
         if train_on == "last":
             spans = spans[-1:] if turns[-1]["role"] == "assistant" else []
@@ -267,15 +270,18 @@ class ChatFormatter:
         input_ids = tokens["input_ids"]
         labels = token_labels(input_ids, tokens["offset_mapping"], [(span.start, span.end) for span in spans])
         placeholders = input_ids.count(self.audio_token_id)
-        if placeholders != len(audio_refs):
+        if placeholders != len(audio_parts):
             raise LabelError(
-                f"the template renders {placeholders} audio placeholders for {len(audio_refs)} audio parts"
+                f"the template renders {placeholders} audio placeholders for {len(audio_parts)} audio parts"
             )
-        return EncodedDialog(input_ids, labels, audio_refs)
+        refs = [part["audio"] for part in audio_parts]
+        times = [(float(part.get("start", 0.0)), float(part.get("end", float("inf")))) for part in audio_parts]
+        return EncodedDialog(input_ids, labels, refs, times)
 
     def _before_last_answer(self, dialog: EncodedDialog) -> EncodedDialog:
         """`dialog` cut where its last trained answer begins; the answers before keep their labels."""
         cut = last_run_start(dialog.labels)
         cut = len(dialog.input_ids) if cut is None else cut
         input_ids = dialog.input_ids[:cut]
-        return EncodedDialog(input_ids, dialog.labels[:cut], dialog.audio_refs[: input_ids.count(self.audio_token_id)])
+        kept = input_ids.count(self.audio_token_id)
+        return EncodedDialog(input_ids, dialog.labels[:cut], dialog.audio_refs[:kept], dialog.audio_times[:kept])

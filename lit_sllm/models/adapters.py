@@ -2,12 +2,18 @@
 
 Every adapter takes `(input_dim, output_dim)` as its first two arguments, so a YAML names it by `class_path` with
 the remaining arguments in `init_args` and the model supplies the two widths (encoder and LLM) when it builds it.
+
+Frame-level interleaving cuts an encoded clip's adapter output at word times, so an adapter that supports it has
+`frame_map(frames, lengths) -> (N, T + 1)`: how many output frames the first e encoder frames of each clip make up,
+for e = 0..T (monotone in e, the clip's output length from its last encoder frame on). Stride adapters floor-divide;
+`CTCCompressionAdapter` counts the CTC segments begun before e.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from lit_sllm.models.config import init_args_of
@@ -28,6 +34,16 @@ def stack_frames(frames: Tensor, lengths: Tensor, stack: int) -> tuple[Tensor, T
     if pad:
         frames = nn.functional.pad(frames, (0, 0, 0, pad))
     return frames.reshape(n, (t + pad) // stack, stack * d), (lengths + stack - 1) // stack
+
+
+def stride_frame_map(lengths: Tensor, out_lengths: Tensor, width: int, stride: int) -> Tensor:
+    """`frame_map` of an adapter that makes one output frame of every `stride` encoder frames: (N,) -> (N, T + 1).
+
+    A cut at encoder frame e falls after output frame e // stride (a stacked frame straddling the cut goes to the
+    span after it); from the clip's last encoder frame on, the map is its output length.
+    """
+    index = torch.arange(width + 1, device=lengths.device)[None, :]  # (1, T + 1)
+    return torch.where(index < lengths[:, None], index // stride, out_lengths[:, None])
 
 
 class SwiGLU(nn.Module):
@@ -83,6 +99,10 @@ class FrameStackMLP(nn.Module):
         stacked, lengths = stack_frames(frames, lengths, self.stack)
         return self.down(self.up(self.norm(stacked))), lengths
 
+    def frame_map(self, frames: Tensor, lengths: Tensor) -> Tensor:
+        """(N, T, D_enc), (N,) -> (N, T + 1) output frames of the first e encoder frames (module docstring)."""
+        return stride_frame_map(lengths, (lengths + self.stack - 1) // self.stack, frames.shape[1], self.stack)
+
 
 class ConformerAdapter(nn.Module):
     """Downsampling then N Conformer layers (VoiceTextBlender's modality adapter).
@@ -129,3 +149,8 @@ class ConformerAdapter(nn.Module):
         hidden, lengths = self.conformer(self.input_proj(stacked[:, : int(lengths.max())]), lengths)
         hidden = hidden.masked_fill(~lengths_to_mask(lengths, hidden.shape[1])[..., None], 0.0)
         return self.output_proj(hidden), lengths
+
+    def frame_map(self, frames: Tensor, lengths: Tensor) -> Tensor:
+        """(N, T, D_enc), (N,) -> (N, T + 1) output frames of the first e encoder frames (module docstring)."""
+        out_lengths = ((lengths + self.downsample - 1) // self.downsample).clamp(min=1)
+        return stride_frame_map(lengths, out_lengths, frames.shape[1], self.downsample)

@@ -162,3 +162,21 @@ class CTCCompressionAdapter(nn.Module):
             segments = ctc_segments(self.head(frames), lengths, self.head.blank, self.delimiter)  # (N, T)
         pooled, counts = pool_segments(frames, segments, lengths)  # (N, S, D_enc)
         return self.down(self.up(self.norm(pooled))), counts
+
+    @torch.no_grad()
+    def frame_map(self, frames: Tensor, lengths: Tensor) -> Tensor:
+        """(N, T, D_enc), (N,) -> (N, T + 1): the segments begun in the first e encoder frames, for frame-level
+        interleaving (a segment straddling a cut goes to the span before it); the clip's segment count from its
+        last frame on."""
+        segments = ctc_segments(self.head(frames), lengths, self.head.blank, self.delimiter)  # (N, T)
+        return segment_frame_map(segments, lengths)
+
+
+def segment_frame_map(segments: Tensor, lengths: Tensor) -> Tensor:
+    """(N, T) segment ids (-1 outside any) -> (N, T + 1) segments begun before each encoder frame boundary, and from
+    each clip's last frame on its output length as `pool_segments` counts it (at least 1)."""
+    begun = (segments.cummax(dim=1).values + 1).clamp(min=0)  # (N, T) segments begun up to and including frame e
+    begun = torch.nn.functional.pad(begun, (1, 0))  # (N, T + 1)
+    counts = (segments.max(dim=1).values + 1).clamp(min=1) if segments.shape[1] else lengths.new_ones(len(lengths))
+    index = torch.arange(begun.shape[1], device=segments.device)[None, :]
+    return torch.where(index < lengths[:, None], begun, counts[:, None])

@@ -34,6 +34,14 @@ class SpeechEncoder(nn.Module):
     def forward(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    def frames_at(self, samples: Tensor) -> Tensor:
+        """Encoder frames the first `samples` samples of a clip make up: (P,) -> (P,), monotone, and equal to the
+        clip's valid frame count at its length. Frame-level interleaving cuts encoded clips with it."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not map samples to its frames, so its clips cannot be cut after encoding; "
+            "define `frames_at(samples)` on it, or set BehaviourImitation's interleave_level: clips."
+        )
+
     def portable_init_args(self, folder: Path) -> dict:
         """Init args that rebuild this encoder's architecture from files under `folder` alone (weights are saved
         beside them by the exporter), so an export does not depend on the original checkpoint path."""
@@ -131,6 +139,9 @@ class WhisperSpeechEncoder(_HFEncoder):
         """Encoder frames of clips with `feature_lengths` mel frames, through the encoder's two convolutions."""
         return conv_output_lengths(conv_output_lengths(feature_lengths, self.model.conv1), self.model.conv2)
 
+    def frames_at(self, samples: Tensor) -> Tensor:
+        return self.output_lengths(self.features.output_lengths(samples))
+
     def forward(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(N, S) waveforms at 16 kHz -> (N, T, D) frames and (N,) valid frame counts."""
         features, lengths = self.features(audio, audio_lengths)  # (N, M, T_mel)
@@ -201,6 +212,9 @@ class Wav2Vec2SpeechEncoder(_HFEncoder):
     def output_lengths(self, audio_lengths: Tensor) -> Tensor:
         """Frames of clips with `audio_lengths` samples, through the model's convolution strides (and adapter)."""
         return self.model._get_feat_extract_output_lengths(audio_lengths).long()
+
+    def frames_at(self, samples: Tensor) -> Tensor:
+        return self.output_lengths(samples).clamp(min=0)  # the convolutions' formula goes negative below one frame
 
     def forward(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(N, S) waveforms at 16 kHz -> (N, T, D) frames and (N,) valid frame counts."""
@@ -303,14 +317,18 @@ class ConformerEncoder(SpeechEncoder):
         if checkpoint is not None:
             self.load_state_dict(load_file(str(Path(checkpoint) / "model.safetensors")))
 
+    def frames_at(self, samples: Tensor) -> Tensor:
+        lengths = self.features.output_lengths(samples)
+        for _ in range(2):  # the two stride-2 convolutions
+            lengths = (lengths - 1) // 2 + 1
+        return lengths
+
     def forward(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
         features, lengths = self.features(audio, audio_lengths)  # (N, M, T)
         if self.spec_augment is not None:
             features = self.spec_augment(features, lengths)
         hidden = self.subsample(features).transpose(1, 2)  # (N, T/4, D)
-        for _ in range(2):
-            lengths = (lengths - 1) // 2 + 1
-        lengths = lengths.clamp(min=1, max=hidden.shape[1])
+        lengths = self.frames_at(audio_lengths).clamp(min=1, max=hidden.shape[1])
         # torchaudio's Conformer sizes its padding mask from the longest clip.
         return self.conformer(hidden[:, : int(lengths.max())], lengths)
 

@@ -22,6 +22,7 @@ from lit_sllm.models import export
 from lit_sllm.models.adapters import AdapterFactory, FrameStackMLP
 from lit_sllm.models.config import component_config
 from lit_sllm.models.encoders import SpeechEncoder
+from lit_sllm.models.frame_spans import frame_ranges, whole_clip
 from lit_sllm.models.freezing import Trainable, apply_trainable
 from lit_sllm.models.llm import LLMSpec, LoraSpec, add_lora, load_llm, load_tokenizer
 from lit_sllm.models.lm_head import decoder_hidden_states, output_logits
@@ -161,11 +162,40 @@ class SpeechLLM(nn.Module):
     def embed_audio(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(N, S) waveforms -> (N, T, H) LLM-width frames and (N,) valid frame counts."""
         frames, lengths = self.encoder(audio, audio_lengths)  # (N, T_enc, D_enc)
+        return self.adapt(frames, lengths)
+
+    def adapt(self, frames: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, T_enc, D_enc) encoder frames -> (N, T, H) LLM-width frames and (N,) valid frame counts."""
         audio_embeds, lengths = self.adapter(frames, lengths)  # (N, T, H)
         if self.match_embedding_rms:
             rms = audio_embeds.float().pow(2).mean(dim=-1, keepdim=True).add(1e-12).sqrt()  # (N, T, 1)
             audio_embeds = audio_embeds * (self.embedding_rms() / rms).to(audio_embeds.dtype)
         return audio_embeds, lengths
+
+    def embed_spans(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """Encodes each clip of `batch` once: (N, T, H) frames, (N,) valid frame counts and the (P, 3) (clip, first,
+        end) output frames of every placeholder (`span_ranges`)."""
+        frames, encoder_lengths = self.encoder(batch.audio, batch.audio_lengths)  # (N, T_enc, D_enc)
+        audio_embeds, lengths = self.adapt(frames, encoder_lengths)  # (N, T, H)
+        return audio_embeds, lengths, self.span_ranges(batch, frames, encoder_lengths, lengths)
+
+    def span_ranges(self, batch: Batch, frames: Tensor, encoder_lengths: Tensor, lengths: Tensor) -> Tensor:
+        """(P, 3) (clip, first, end) adapter output frames of every placeholder of `batch`, its span's seconds
+        mapped through the encoder's and the adapter's strides (`lit_sllm.models.frame_spans`).
+
+        Args:
+            batch: the batch (its `placeholder_spans()`, `audio_lengths`).
+            frames: (N, T_enc, D_enc) encoder output of its clips.
+            encoder_lengths: (N,) valid encoder frames.
+            lengths: (N,) valid adapter frames.
+        """
+        span_clips, span_times = batch.placeholder_spans()
+        frame_map = None
+        if not bool(whole_clip(span_times).all()) and hasattr(self.adapter, "frame_map"):
+            frame_map = self.adapter.frame_map(frames, encoder_lengths)  # (N, T_enc + 1)
+        return frame_ranges(
+            span_clips, span_times, batch.audio_lengths, lengths, self.sample_rate, self.encoder.frames_at, frame_map
+        )
 
     def embedding_rms(self) -> Tensor:
         """RMS of the LLM's input-embedding table (cached while the table is frozen)."""
@@ -176,15 +206,15 @@ class SpeechLLM(nn.Module):
         return self._embedding_rms.to(weight.device)
 
     def prepare_inputs(self, batch: Batch, padding_side: str = "right") -> Spliced:
-        """Embeds tokens and audio and splices them into one sequence per row."""
+        """Embeds tokens and audio (each clip encoded once) and splices them into one sequence per row."""
         embedding = self.llm.get_input_embeddings()
         safe_ids = batch.input_ids.masked_fill(batch.input_ids == self.audio_token_id, 0)
         token_embeds = embedding(safe_ids)  # (B, L, H)
         if batch.num_clips:
-            audio_embeds, audio_lengths = self.embed_audio(batch.audio, batch.audio_lengths)
+            audio_embeds, audio_lengths, ranges = self.embed_spans(batch)  # (N, T, H), (N,), (P, 3)
         else:
             audio_embeds = token_embeds.new_zeros(0, 0, token_embeds.shape[-1])
-            audio_lengths = batch.audio_lengths
+            audio_lengths, ranges = batch.audio_lengths, batch.audio_lengths.new_zeros(0, 3)
         return splice_audio(
             token_embeds,
             batch.input_ids,
@@ -194,6 +224,7 @@ class SpeechLLM(nn.Module):
             audio_lengths,
             self.audio_token_id,
             padding_side,
+            frame_ranges=ranges,
         )
 
     def forward(self, inputs: Spliced) -> Tensor:

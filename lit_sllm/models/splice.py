@@ -1,4 +1,4 @@
-"""Placeholder splicing: one audio placeholder token becomes as many embeddings as its clip yields.
+"""Placeholder splicing: one audio placeholder token becomes as many embeddings as its clip (or clip span) yields.
 
 A pure function with its own tests; the model calls it between the adapter and the LLM.
 """
@@ -39,26 +39,38 @@ def splice_audio(
     audio_lengths: Tensor,
     placeholder_id: int,
     padding_side: str = "right",
+    frame_ranges: Tensor | None = None,
 ) -> Spliced:
-    """Replaces each placeholder with the valid frames of its clip, clips taken in reading order.
+    """Replaces each placeholder with frames of a clip, placeholders taken in reading order.
+
+    Without `frame_ranges` placeholder i takes the valid frames of clip i. With them, placeholder i takes frames
+    `frame_ranges[i, 1]:frame_ranges[i, 2]` of clip `frame_ranges[i, 0]`, so the spans of one encoded clip can sit
+    between text (frame-level interleaving).
 
     Args:
         token_embeds: (B, L, H) embeddings of `input_ids` (placeholder rows are ignored).
         input_ids: (B, L) token ids; padding positions are those where `attention_mask` is 0.
         attention_mask: (B, L).
         labels: (B, L).
-        audio_embeds: (N, T, H) adapter output, N = number of placeholders in the batch.
+        audio_embeds: (N, T, H) adapter output, one row per clip.
         audio_lengths: (N,) valid frames per clip.
         placeholder_id: the audio token id.
         padding_side: where the output rows are padded ("left" for generation).
+        frame_ranges: (P, 3) long (clip, first frame, end frame) per placeholder; None for one whole clip each.
     """
     is_placeholder = (input_ids == placeholder_id) & attention_mask.bool()
-    if int(is_placeholder.sum()) != audio_embeds.shape[0]:
+    if frame_ranges is None:
+        clips = torch.arange(audio_embeds.shape[0], device=audio_lengths.device)
+        frame_ranges = torch.stack([clips, torch.zeros_like(clips), audio_lengths.long()], dim=1)  # (N, 3)
+    if int(is_placeholder.sum()) != frame_ranges.shape[0]:
         raise ValueError(
-            f"The batch has {int(is_placeholder.sum())} audio placeholders but {audio_embeds.shape[0]} clips; "
-            "every audio part of a turn must have exactly one clip."
+            f"The batch has {int(is_placeholder.sum())} audio placeholders but {frame_ranges.shape[0]} clips or "
+            "clip spans; every audio part of a turn must have exactly one."
         )
-    rows, clip = [], 0
+    if frame_ranges.shape[0] and bool((frame_ranges[:, 2] > audio_lengths[frame_ranges[:, 0]]).any()):
+        raise ValueError("A clip span ends after its clip's valid frames; frame ranges must lie within audio_lengths.")
+    ranges = frame_ranges.tolist()
+    rows, placeholder = [], 0
     for b in range(input_ids.shape[0]):
         valid = attention_mask[b].bool()
         ids, embeds, targets = input_ids[b][valid], token_embeds[b][valid], labels[b][valid]
@@ -66,9 +78,10 @@ def splice_audio(
         start = 0
         for pos in (ids == placeholder_id).nonzero().flatten().tolist():
             pieces.append((embeds[start:pos], targets[start:pos], False))
-            frames = audio_embeds[clip, : int(audio_lengths[clip])]
+            clip, first, end = ranges[placeholder]
+            frames = audio_embeds[clip, first:end]
             pieces.append((frames, targets.new_full((frames.shape[0],), IGNORE_INDEX), True))
-            start, clip = pos + 1, clip + 1
+            start, placeholder = pos + 1, placeholder + 1
         pieces.append((embeds[start:], targets[start:], False))
         rows.append(pieces)
     return _pad_rows(rows, token_embeds, padding_side)

@@ -15,11 +15,12 @@ from lit_sllm.data.batch import Batch
 
 
 def audio_from_other_rows(batch: Batch, audio_token_id: int) -> Batch | None:
-    """The batch with every clip replaced by a clip of the next row that has audio (cyclically), clip counts
+    """The batch with every audio part replaced by one of the next row that has audio (cyclically), part counts
     kept, so each row hears someone else; None when fewer than two rows have audio.
 
-    Clip k of a row takes clip k (modulo that row's count) of the next row, so interleaved rows with several clips
-    still get only foreign audio.
+    Part k of a row takes part k (modulo that row's count) of the next row, its clip and its seconds of that clip,
+    so interleaved rows (several clips, or several spans of one clip) still get only foreign audio. The clips are
+    not copied: the placeholders' `span_clips`/`span_times` are reordered.
     """
     per_row = ((batch.input_ids == audio_token_id) & batch.attention_mask.bool()).sum(dim=1).tolist()  # (B,)
     speaking = [row for row, count in enumerate(per_row) if count]
@@ -30,5 +31,6 @@ def audio_from_other_rows(batch: Batch, audio_token_id: int) -> Batch | None:
     for position, row in enumerate(speaking):
         donor = speaking[(position + 1) % len(speaking)]
         order += [starts[donor] + k % per_row[donor] for k in range(per_row[row])]
-    index = torch.tensor(order, dtype=torch.long, device=batch.audio.device)
-    return dataclasses.replace(batch, audio=batch.audio[index], audio_lengths=batch.audio_lengths[index])
+    span_clips, span_times = batch.placeholder_spans()
+    index = torch.tensor(order, dtype=torch.long, device=span_clips.device)
+    return dataclasses.replace(batch, span_clips=span_clips[index], span_times=span_times[index])
