@@ -88,6 +88,7 @@ def test_data_compares_the_three_loaders_at_each_worker_count_and_times_each_sta
         assert pipeline["samples_per_s"]["median"] > 0 and plain["samples_per_s"]["median"] > 0
         assert pipeline["cpu_ms_per_decoded_sample"]["median"] > 0 and plain["cpu_ms_per_decoded_sample"]["median"] > 0
     assert set(figures["pipeline_over_lhotse_delivered_audio_per_cpu_second"]) == {"0", "1", "2"}
+    assert set(figures["pipeline_over_lhotse_per_cpu_second"]) == {"0", "1", "2"}
     for workers in (0, 1, 2):  # lhotse delivers every clip once per epoch, with all its audio
         lhotse = figures["loaders"][f"lhotse/{workers}"]
         assert lhotse["decoded_per_epoch"] == lhotse["delivered_per_epoch"] == [utterances]

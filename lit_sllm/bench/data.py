@@ -278,13 +278,15 @@ def outcome(
     samples/s and of samples per CPU second. The verdict uses samples per CPU second (the work each sample costs,
     which waiting for a core on a shared machine does not inflate); the wall-clock ratio is shown beside it. Beside
     them, the pipeline/lhotse ratio (paired by round) of audio seconds delivered per CPU second."""
-    ratios, cpu_ratios, over_lhotse = {}, {}, {}
+    ratios, cpu_ratios, over_lhotse, decoded_over_lhotse = {}, {}, {}, {}
     for w in settings.workers:
         pipe, plain = epochs[f"pipeline/{w}"], epochs[f"plain/{w}"]
         ratios[str(w)] = paired_ratio([steady_rate(e) for e in pipe], [steady_rate(e) for e in plain])
         cpu_ratios[str(w)] = paired_ratio([e.decoded / e.cpu_s for e in pipe], [e.decoded / e.cpu_s for e in plain])
         lhotse = [delivered_per_cpu(e) for e in epochs[f"lhotse/{w}"]]
         over_lhotse[str(w)] = paired_ratio([delivered_per_cpu(e) for e in pipe], lhotse)
+        decoded_lhotse = [e.decoded / e.cpu_s for e in epochs[f"lhotse/{w}"]]
+        decoded_over_lhotse[str(w)] = paired_ratio([e.decoded / e.cpu_s for e in pipe], decoded_lhotse)
     loaders = {name: loader_figures(one, hours * 3600 / settings.utterances) for name, one in epochs.items()}
     per_hour = {stage: value / hours for stage, value in stages.items()}
     figures = {
@@ -293,6 +295,7 @@ def outcome(
         "pipeline_over_plain": ratios,
         "pipeline_over_plain_per_cpu_second": cpu_ratios,
         "pipeline_over_lhotse_delivered_audio_per_cpu_second": over_lhotse,
+        "pipeline_over_lhotse_per_cpu_second": decoded_over_lhotse,
         "stage_s_per_audio_hour": per_hour,
     }
     goal = Goal(
@@ -302,7 +305,10 @@ def outcome(
         ),
         met=min(cpu_ratios.values()) >= 1.0,
     )
-    tables = [throughput_table(loaders, ratios, cpu_ratios, hours, settings), lhotse_table(loaders, over_lhotse)]
+    tables = [
+        throughput_table(loaders, ratios, cpu_ratios, hours, settings),
+        lhotse_table(loaders, over_lhotse, decoded_over_lhotse),
+    ]
     tables.append(stage_table(per_hour))
     return Outcome(settings_dict, figures, tables, goal)
 
@@ -338,17 +344,17 @@ def throughput_table(
     return table(title, columns, rows)
 
 
-def lhotse_table(loaders: dict[str, dict], over_lhotse: dict[str, float]) -> dict:
+def lhotse_table(loaders: dict[str, dict], over_lhotse: dict[str, float], decoded: dict[str, float]) -> dict:
     rows = []
     for workers, ratio in over_lhotse.items():
         names = [f"{loader}/{workers}" for loader in ("pipeline", "plain", "lhotse")]
         rows.append(
             [workers]
             + [f"{loaders[name]['delivered_audio_s_per_cpu_s']['median']:.0f}" for name in names]
-            + [f"{ratio:.2f}x", f"{loaders[names[2]]['first_batch_s']['median']:.1f}"]
+            + [f"{ratio:.2f}x", f"{decoded[workers]:.2f}x", f"{loaders[names[2]]['first_batch_s']['median']:.1f}"]
         )
     columns = ["workers", "pipeline audio s per CPU s", "plain audio s per CPU s", "lhotse audio s per CPU s"]
-    columns += ["pipeline / lhotse", "lhotse first batch (s)"]
+    columns += ["pipeline / lhotse", "pipeline / lhotse, samples decoded per CPU s", "lhotse first batch (s)"]
     title = (
         "Audio seconds delivered per CPU second of the whole epoch (start-up and undelivered samples included), "
         "against lhotse (CutSet over the same FLAC files, DynamicBucketingSampler with the same max_duration and "
