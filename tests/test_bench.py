@@ -75,7 +75,7 @@ def test_padding_batches_every_clip_once_within_the_limit(tmp_path):
     assert [row[0] for row in result["tables"][0]["rows"]] == names
 
 
-def test_data_compares_both_loaders_at_each_worker_count_and_times_each_stage(tmp_path):
+def test_data_compares_the_three_loaders_at_each_worker_count_and_times_each_stage(tmp_path):
     assert bench_cli(["data", "--quick", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "data.json").read_text())
     figures, utterances = result["figures"], result["settings"]["utterances"]
@@ -87,6 +87,14 @@ def test_data_compares_both_loaders_at_each_worker_count_and_times_each_stage(tm
         assert all(d >= n > 0 for d, n in zip(pipeline["decoded_per_epoch"], pipeline["delivered_per_epoch"]))
         assert pipeline["samples_per_s"]["median"] > 0 and plain["samples_per_s"]["median"] > 0
         assert pipeline["cpu_ms_per_decoded_sample"]["median"] > 0 and plain["cpu_ms_per_decoded_sample"]["median"] > 0
+    assert set(figures["pipeline_over_lhotse_delivered_audio_per_cpu_second"]) == {"0", "1", "2"}
+    assert set(figures["pipeline_over_lhotse_per_cpu_second"]) == {"0", "1", "2"}
+    for workers in (0, 1, 2):  # lhotse delivers every clip once per epoch, with all its audio
+        lhotse = figures["loaders"][f"lhotse/{workers}"]
+        assert lhotse["decoded_per_epoch"] == lhotse["delivered_per_epoch"] == [utterances]
+        assert lhotse["delivered_audio_s_per_epoch"] == [pytest.approx(figures["audio_hours"] * 3600)]
+        assert lhotse["delivered_audio_s_per_cpu_s"]["median"] > 0
+    assert [row[0] for row in result["tables"][1]["rows"]] == ["0", "1", "2"]
     assert set(figures["stage_s_per_audio_hour"]) == {*LOADER_STAGES, "features"}
     assert all(value > 0 for value in figures["stage_s_per_audio_hour"].values())
 

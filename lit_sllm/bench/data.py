@@ -1,15 +1,19 @@
 """`lit-sllm bench data`: throughput of the streaming pipeline (`SpeechTextDataModule` over WebDataset shards)
-against a plain PyTorch map-style Dataset that reads the same FLAC files from a folder, with 0, 1 and 2 workers, and
-where the pipeline's time goes.
+against a plain PyTorch map-style Dataset that reads the same FLAC files from a folder and against lhotse (a
+`CutSet` over the same files with `DynamicBucketingSampler`, the loader a NeMo user would bring), with 0, 1 and 2
+workers, and where the pipeline's time goes.
 
-Both loaders do the same useful work per sample: read and decode the FLAC, resample it from the source rate to
+All three loaders do the same useful work per sample: read and decode the FLAC, resample it from the source rate to
 16 kHz, encode the conversation with the chat template, and pad batches with `collate`. The plain loader shuffles
-with a sampler and uses a fixed batch size equal to the pipeline's mean rows per batch.
+with a sampler and uses a fixed batch size equal to the pipeline's mean rows per batch; lhotse buckets with the
+pipeline's `max_duration` and number of buckets (`lit_sllm.bench.lhotse_data`).
 
 Rates are steady-state: samples decoded per second once every worker has delivered its first batch, counted on
 both loaders by a pass-through transform. What an epoch costs on top is reported beside them: the wait for the
 first batch (workers starting; the pipeline filling its shuffle buffer and bucket pools) and the samples the
 pipeline decoded into its bucket pools but had not delivered when its epoch of `batches_per_epoch` batches ended.
+The comparison with lhotse is by audio seconds delivered per CPU second of the whole epoch, start-up and undelivered
+samples included.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from lit_sllm.bench.common import Goal, Outcome, interleaved, paired_ratio, spread, table
+from lit_sllm.bench.lhotse_data import folder_cuts, lhotse_loader
 from lit_sllm.bench.models import build_tokenizer
 from lit_sllm.bench.stages import LOADER_STAGES, stage_seconds
 from lit_sllm.bench.synthetic import SpeechSet, librispeech_durations, write_speech_set
@@ -134,6 +139,7 @@ class Epoch:
         decoded: samples decoded in the whole epoch.
         delivered: samples delivered in batches in the whole epoch (bucketed samples left in pools at its end are
             decoded but never delivered).
+        delivered_audio_s: seconds of audio (unpadded, at the encoder's rate) in the delivered batches.
         cpu_s: CPU seconds of the whole epoch, this process and its finished workers together: the work done, which
             other jobs on the machine do not inflate.
     """
@@ -143,6 +149,7 @@ class Epoch:
     window_decoded: int
     decoded: int
     delivered: int
+    delivered_audio_s: float
     cpu_s: float
 
 
@@ -152,23 +159,26 @@ def cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def epoch_runner(loader: DataLoader, counter: DecodeCounter, epochs: list[Epoch]) -> Callable[[], float]:
+def epoch_runner(
+    loader: DataLoader, counter: DecodeCounter, epochs: list[Epoch], sample_rate: int
+) -> Callable[[], float]:
     """A callable that reads one epoch of `loader`, appends its `Epoch` to `epochs` and returns the window seconds."""
     warm = max(1, loader.num_workers)
 
     def run() -> float:
         start, cpu_before, decoded_before = time.perf_counter(), cpu_seconds(), counter.total
         first = window_start = start
-        window_from, delivered = decoded_before, 0
+        window_from, delivered, audio_samples = decoded_before, 0, 0
         for index, batch in enumerate(loader):
             now = time.perf_counter()
             first = now if index == 0 else first
             if index == warm - 1:
                 window_start, window_from = now, counter.total
             delivered += batch.size
+            audio_samples += int(batch.audio_lengths.sum())
         end, decoded = time.perf_counter(), counter.total  # the loader has joined its workers by now
         epoch = Epoch(first - start, end - window_start, decoded - window_from, decoded - decoded_before, delivered,
-                      cpu_seconds() - cpu_before)  # fmt: skip
+                      audio_samples / sample_rate, cpu_seconds() - cpu_before)  # fmt: skip
         epochs.append(epoch)
         return epoch.window_s
 
@@ -178,9 +188,11 @@ def epoch_runner(loader: DataLoader, counter: DecodeCounter, epochs: list[Epoch]
 def build_loaders(
     data: SpeechSet, tokenizer_dir: Path, settings: DataSettings, batches: int
 ) -> dict[str, tuple[DataLoader, DecodeCounter]]:
-    """`pipeline/<w>` and `plain/<w>` loaders, each with its decode counter, for every worker count w."""
+    """`pipeline/<w>`, `plain/<w>` and `lhotse/<w>` loaders, each with its decode counter, for every worker count w."""
     formatter = ChatFormatter(build_tokenizer(VOCABULARY))
-    plain_collate = partial(collate, source="plain", pad_id=formatter.tokenizer.pad_token_id)
+    pad_id = formatter.tokenizer.pad_token_id
+    plain_collate = partial(collate, source="plain", pad_id=pad_id)
+    cuts = folder_cuts(data.folder, data.folder.parent / "cuts.jsonl")
     batching = BatchingSpec(max_duration=settings.max_duration, num_buckets=settings.num_buckets)
     loaders = {}
     for workers in settings.workers:
@@ -204,6 +216,12 @@ def build_loaders(
             prefetch_factor=2 if workers else None,
         )
         loaders[f"plain/{workers}"] = (plain, counter)
+        counter = DecodeCounter()
+        encoder = SampleEncoder(formatter, settings.sample_rate, transform=counter)
+        lhotse = lhotse_loader(
+            cuts, encoder, pad_id, settings.max_duration, settings.num_buckets, workers, settings.seed
+        )
+        loaders[f"lhotse/{workers}"] = (lhotse, counter)
     return loaders
 
 
@@ -220,7 +238,10 @@ def run(quick: bool) -> Outcome:
         build_tokenizer(VOCABULARY).save_pretrained(tokenizer_dir)
         loaders = build_loaders(data, tokenizer_dir, settings, batches)
         epochs: dict[str, list[Epoch]] = {name: [] for name in loaders}
-        runners = {name: epoch_runner(loader, counter, epochs[name]) for name, (loader, counter) in loaders.items()}
+        runners = {
+            name: epoch_runner(loader, counter, epochs[name], settings.sample_rate)
+            for name, (loader, counter) in loaders.items()
+        }
         interleaved(runners, settings.rounds)
         stages = stage_seconds(data.shards, tokenizer_dir, settings.sample_rate, rows)
     settings_dict = asdict(settings) | {"batches_per_epoch": batches, "plain_batch_size": rows}
@@ -240,7 +261,14 @@ def loader_figures(epochs: list[Epoch], seconds_per_sample: float) -> dict[str, 
         "cpu_ms_per_decoded_sample": spread([1000 * e.cpu_s / e.decoded for e in epochs]),
         "decoded_per_epoch": [e.decoded for e in epochs],
         "delivered_per_epoch": [e.delivered for e in epochs],
+        "delivered_audio_s_per_epoch": [e.delivered_audio_s for e in epochs],
+        "delivered_audio_s_per_cpu_s": spread([delivered_per_cpu(e) for e in epochs]),
     }
+
+
+def delivered_per_cpu(epoch: Epoch) -> float:
+    """Audio seconds delivered per CPU second of the whole epoch."""
+    return epoch.delivered_audio_s / epoch.cpu_s
 
 
 def outcome(
@@ -248,12 +276,17 @@ def outcome(
 ) -> Outcome:
     """Steady-state rates per loader, and per worker count the pipeline/plain ratios (paired by round) of steady
     samples/s and of samples per CPU second. The verdict uses samples per CPU second (the work each sample costs,
-    which waiting for a core on a shared machine does not inflate); the wall-clock ratio is shown beside it."""
-    ratios, cpu_ratios = {}, {}
+    which waiting for a core on a shared machine does not inflate); the wall-clock ratio is shown beside it. Beside
+    them, the pipeline/lhotse ratio (paired by round) of audio seconds delivered per CPU second."""
+    ratios, cpu_ratios, over_lhotse, decoded_over_lhotse = {}, {}, {}, {}
     for w in settings.workers:
         pipe, plain = epochs[f"pipeline/{w}"], epochs[f"plain/{w}"]
         ratios[str(w)] = paired_ratio([steady_rate(e) for e in pipe], [steady_rate(e) for e in plain])
         cpu_ratios[str(w)] = paired_ratio([e.decoded / e.cpu_s for e in pipe], [e.decoded / e.cpu_s for e in plain])
+        lhotse = [delivered_per_cpu(e) for e in epochs[f"lhotse/{w}"]]
+        over_lhotse[str(w)] = paired_ratio([delivered_per_cpu(e) for e in pipe], lhotse)
+        decoded_lhotse = [e.decoded / e.cpu_s for e in epochs[f"lhotse/{w}"]]
+        decoded_over_lhotse[str(w)] = paired_ratio([e.decoded / e.cpu_s for e in pipe], decoded_lhotse)
     loaders = {name: loader_figures(one, hours * 3600 / settings.utterances) for name, one in epochs.items()}
     per_hour = {stage: value / hours for stage, value in stages.items()}
     figures = {
@@ -261,6 +294,8 @@ def outcome(
         "loaders": loaders,
         "pipeline_over_plain": ratios,
         "pipeline_over_plain_per_cpu_second": cpu_ratios,
+        "pipeline_over_lhotse_delivered_audio_per_cpu_second": over_lhotse,
+        "pipeline_over_lhotse_per_cpu_second": decoded_over_lhotse,
         "stage_s_per_audio_hour": per_hour,
     }
     goal = Goal(
@@ -270,7 +305,11 @@ def outcome(
         ),
         met=min(cpu_ratios.values()) >= 1.0,
     )
-    tables = [throughput_table(loaders, ratios, cpu_ratios, hours, settings), stage_table(per_hour)]
+    tables = [
+        throughput_table(loaders, ratios, cpu_ratios, hours, settings),
+        lhotse_table(loaders, over_lhotse, decoded_over_lhotse),
+    ]
+    tables.append(stage_table(per_hour))
     return Outcome(settings_dict, figures, tables, goal)
 
 
@@ -301,6 +340,25 @@ def throughput_table(
         f"Steady-state throughput, {settings.utterances} LibriSpeech-like clips ({hours:.2f} h) of "
         f"{settings.source_rate // 1000} kHz FLAC resampled to {settings.sample_rate // 1000} kHz; one epoch per "
         "loader per round, medians of rounds"
+    )
+    return table(title, columns, rows)
+
+
+def lhotse_table(loaders: dict[str, dict], over_lhotse: dict[str, float], decoded: dict[str, float]) -> dict:
+    rows = []
+    for workers, ratio in over_lhotse.items():
+        names = [f"{loader}/{workers}" for loader in ("pipeline", "plain", "lhotse")]
+        rows.append(
+            [workers]
+            + [f"{loaders[name]['delivered_audio_s_per_cpu_s']['median']:.0f}" for name in names]
+            + [f"{ratio:.2f}x", f"{decoded[workers]:.2f}x", f"{loaders[names[2]]['first_batch_s']['median']:.1f}"]
+        )
+    columns = ["workers", "pipeline audio s per CPU s", "plain audio s per CPU s", "lhotse audio s per CPU s"]
+    columns += ["pipeline / lhotse", "pipeline / lhotse, samples decoded per CPU s", "lhotse first batch (s)"]
+    title = (
+        "Audio seconds delivered per CPU second of the whole epoch (start-up and undelivered samples included), "
+        "against lhotse (CutSet over the same FLAC files, DynamicBucketingSampler with the same max_duration and "
+        "buckets, cut.resample); medians of rounds, ratio paired by round"
     )
     return table(title, columns, rows)
 
