@@ -15,7 +15,7 @@ LIT_SLLM=${LIT_SLLM:-lit-sllm}
 SEEDS=${SEEDS:-"0 1 2 3 4"}
 JOBS=${JOBS:-2}
 ROOT=claims
-RECIPES="joint_sft speech_only_sft mtbi mtbi_no_interleave asr_only"
+RECIPES="joint_sft speech_only_sft mtbi mtbi_clip_interleave mtbi_no_interleave asr_only"
 THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))
 
 run_one() {  # recipe seed
