@@ -194,7 +194,10 @@ def run(quick: bool) -> Outcome:
         build_tokenizer(VOCABULARY).save_pretrained(tokenizer_dir)
         loaders = build_loaders(sets, tokenizer_dir, settings, batches, typical_lists(banks))
         epochs: dict[str, list[Epoch]] = {name: [] for name in loaders}
-        runners = {name: epoch_runner(loader, counter, epochs[name]) for name, (loader, counter) in loaders.items()}
+        runners = {
+            name: epoch_runner(loader, counter, epochs[name], settings.sample_rate)
+            for name, (loader, counter) in loaders.items()
+        }
         interleaved(runners, settings.rounds)
     lists = typical_lists({name: Path(f"<{name}>") for name in banks})
     return outcome(settings, batches, sum(durations) / 3600, costs, epochs, lists)
