@@ -15,6 +15,7 @@ from data_helpers import encode, speech_sample, write_shard
 
 from lit_sllm.config_errors import ConfigError
 from lit_sllm.data.audio import resample
+from lit_sllm.data.audio_bank import AudioBank
 from lit_sllm.data.augment import UNDONE, Augmentation, build_step
 from lit_sllm.data.augment_transforms import (
     AddNoise,
@@ -77,6 +78,7 @@ def test_padded_resampling_equals_torchaudios():
 @pytest.mark.parametrize("rates", [(24000, 16000), (22050, 16000), (44100, 16000), (8000, 16000), (16000, 8000)])
 def test_resampling_with_the_kept_kernel_equals_torchaudios(rates):
     """`resample` (what decoding uses) keeps its kernel and pads once: the result is torchaudio's."""
+    assert resample(torch.zeros(0), *rates).shape == (0,)  # torchaudio's own raises on an empty clip
     for length in (1, 7, 8000, 12345, 40001):
         clip = torch.randn(length, generator=torch.Generator().manual_seed(length))
         expected = torchaudio.functional.resample(clip, *rates)
@@ -263,3 +265,28 @@ def test_encoded_flac_noise_excerpts_are_read_at_random_offsets(tmp_path):
     assert len(starts) == 5  # different seeds, different stretches of the file
     looped = noise.bank.excerpt(10 * RATE, RATE, random.Random(0))
     assert looped.numel() == 10 * RATE and torch.allclose(looped[: 4 * RATE], looped[4 * RATE : 8 * RATE])
+
+
+def test_a_bank_holding_its_files_draws_what_reading_excerpts_draws(tmp_path, monkeypatch):
+    """A folder that fits in `pool_seconds` is decoded once per file and held; one that does not is read an excerpt
+    at a time. The draws are the same samples either way, and the held bank stops reading the disk."""
+    folder = tmp_path / "n"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(1)
+    for i, suffix in enumerate(("wav", "flac", "wav")):
+        wave = 0.3 * torch.randn((2 + i) * RATE, 2, generator=generator)  # stereo: both downmix the same way
+        sf.write(folder / f"n{i}.{suffix}", wave.numpy(), RATE, subtype="PCM_16")
+    held, streamed = AudioBank(str(folder)), AudioBank(str(folder), pool_seconds=0.0)
+    reads, read = [], sf.read
+    monkeypatch.setattr(sf, "read", lambda *args, **kwargs: reads.append(args) or read(*args, **kwargs))
+    for seed in range(12):
+        length = (seed % 4 + 1) * RATE // 2
+        expected = streamed.excerpt(length, RATE, random.Random(seed))
+        assert torch.equal(held.excerpt(length, RATE, random.Random(seed)), expected)
+        assert torch.equal(held.clip(RATE, random.Random(seed)), streamed.clip(RATE, random.Random(seed)))
+    assert len(held._held) == 3 and held._held_seconds == 9.0 and not streamed._held
+    before = len(reads)
+    held.excerpt(RATE, RATE, random.Random(99))
+    assert len(reads) == before  # held: no read at all
+    streamed.excerpt(RATE, RATE, random.Random(99))
+    assert len(reads) == before + 1

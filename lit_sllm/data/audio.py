@@ -57,28 +57,27 @@ def _resampler(from_rate: int, to_rate: int) -> torch.nn.Module:
     return torchaudio.transforms.Resample(from_rate, to_rate)  # builds its kernel once
 
 
-SHAPE_STEP = 8000  # samples: the padded input of the resampling convolution is a multiple of this
-
-
 def resample_clip(clip: Tensor, from_rate: int, to_rate: int) -> Tensor:
     """(S,) -> (ceil(S * to / from),): torchaudio's sinc resampling, its kernel built once per pair of rates.
 
-    The result equals torchaudio's `resample` (same kernel, same polyphase convolution), computed with one padding
-    copy instead of two: the clip is zero-padded once, by the kernel's width in front and behind up to a multiple of
-    `SHAPE_STEP`, which changes nothing (the extra zeros only make outputs that are cut off) but lets oneDNN reuse
-    its convolution for clips of similar length: building one for every new length made resampling three times
-    slower on clips of unique lengths.
+    The result is torchaudio's `resample` (same kernel, same polyphase sums) computed as one matrix product: the clip
+    is zero-padded once, viewed without a copy as its (frames, K) windows at a stride of `from` samples, and each
+    window times the (K, to) kernel gives `to` consecutive outputs, already in order. torchaudio's convolution
+    instead pads twice and writes the phases apart, to be interleaved by one more copy; the product is 1.3-1.5x
+    faster on the factors of speed perturbation and as fast on 24 -> 16 kHz (`lit-sllm bench augment`).
     """
     common = math.gcd(from_rate, to_rate)
     from_rate, to_rate = from_rate // common, to_rate // common
     resampler = _resampler(from_rate, to_rate)
-    kernel, width = resampler.kernel, resampler.width  # (to, 1, K)
+    kernel, width = resampler.kernel[:, 0], resampler.width  # (to, K)
     length = math.ceil(to_rate * clip.numel() / from_rate)
     frames = math.ceil(length / to_rate)  # outputs of each of the `to` phases
+    if frames == 0:
+        return clip.new_zeros(0)
     needed = (frames - 1) * from_rate + kernel.shape[-1]
-    padded = torch.nn.functional.pad(clip, (width, needed - width - clip.numel() + (-needed % SHAPE_STEP)))
-    phases = torch.nn.functional.conv1d(padded[None, None], kernel, stride=from_rate)[0, :, :frames]  # (to, frames)
-    return phases.t().reshape(-1)[:length]  # (ceil(S * to / from),)
+    padded = torch.nn.functional.pad(clip, (width, needed - width - clip.numel()))
+    windows = padded.unfold(0, kernel.shape[-1], from_rate)  # (frames, K), a view
+    return (windows @ kernel.t()).reshape(-1)[:length]  # (frames, to) -> (ceil(S * to / from),)
 
 
 def encode_flac(wave: Tensor, sample_rate: int) -> bytes:

@@ -1,9 +1,12 @@
 """Audio to draw augmentation material from: noise for additive noise, room impulse responses for reverberation.
 
 A bank is a folder of audio files, searched recursively (a MUSAN-style `musan/noise/free-sound/*.wav` layout, or a
-folder of RIR files), or a shard set. Folder files are read lazily, one excerpt at a time (soundfile seeks, so only
-the excerpt is decoded); a shard set cannot be read at random, so its clips are decoded once per process into a pool
-of at most `pool_seconds`. Every draw comes from the caller's generator, so what a sample gets is reproducible.
+folder of RIR files), or a shard set. Folder files are decoded whole the first time they are drawn and held in memory
+while the bank holds less than `pool_seconds`; past that, a file is read one excerpt at a time (soundfile seeks, so
+only the excerpt is decoded). A small folder (a few minutes of noise, a folder of RIRs) is thus read from disk once per
+process, a large one (all of MUSAN) costs one short read per draw, and either way a draw gives the same samples. A
+shard set cannot be read at random, so its clips are decoded once per process into a pool of at most `pool_seconds`.
+Every draw comes from the caller's generator, so what a sample gets is reproducible.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class AudioBank:
     Args:
         source: a folder (searched recursively for wav/flac/ogg/mp3 files), or any shard spec
             `lit_sllm.data.pipeline.resolve_shards` takes (a folder with .tar files or index.json, a glob, a list).
-        pool_seconds: for shard sets, the most audio decoded into memory per process.
+        pool_seconds: the most audio held in memory per process (whole folder files, or a shard set's pool).
 
     Raises:
         FileNotFoundError: when the source holds no audio file and no shard.
@@ -63,6 +66,8 @@ class AudioBank:
             self.files = _audio_files(folder)
         self.shards = [] if self.files else resolve_shards(source)
         self._info: dict[Path, Any] = {}  # soundfile's header info per file
+        self._held: dict[Path, Tensor] = {}  # whole folder files at their own rate, (S,)
+        self._held_seconds = 0.0
         self._pool: dict[int, list[Tensor]] = {}
 
     def __len__(self) -> int:
@@ -77,21 +82,44 @@ class AudioBank:
             start = rng.randrange(clip.numel() - length + 1)
             return clip[start : start + length]
         path = self.files[rng.randrange(len(self.files))]
-        info = self._info.get(path) or self._info.setdefault(path, sf.info(str(path)))
+        info = self._header(path)
         need = math.ceil(length * info.samplerate / rate)
         start = rng.randrange(info.frames - need + 1) if info.frames > need else 0
-        data, _ = sf.read(str(path), start=start, frames=min(need, info.frames), dtype="float32", always_2d=True)
-        return _loop_to(resample(_mono(data), info.samplerate, rate), length)
+        held = self._whole(path)
+        if held is not None:
+            wave = held[start : start + need]  # a view: the bank's copy is only read
+        else:
+            data, _ = sf.read(str(path), start=start, frames=min(need, info.frames), dtype="float32", always_2d=True)
+            wave = _mono(data)
+        return _loop_to(resample(wave, info.samplerate, rate), length)
 
     def clip(self, rate: int, rng: random.Random) -> Tensor:
         """(S,) one whole random clip at `rate` Hz."""
         if self.files:
-            wave, file_rate = read_audio(self.files[rng.randrange(len(self.files))])
+            path = self.files[rng.randrange(len(self.files))]
+            held = self._whole(path)
+            wave, file_rate = (held, self._header(path).samplerate) if held is not None else read_audio(path)
             return resample(wave, file_rate, rate)
         pool = self._pool.get(rate)
         if pool is None:
             pool = self._pool[rate] = self._fill_pool(rate)
         return pool[rng.randrange(len(pool))]
+
+    def _header(self, path: Path) -> Any:
+        return self._info.get(path) or self._info.setdefault(path, sf.info(str(path)))
+
+    def _whole(self, path: Path) -> Tensor | None:
+        """(S,) the whole file at its own rate when the bank holds it (decoding it on its first draw, if it fits in
+        what is left of `pool_seconds`), else None."""
+        held = self._held.get(path)
+        if held is None:
+            info = self._header(path)
+            seconds = info.frames / info.samplerate
+            if self._held_seconds + seconds > self.pool_seconds:
+                return None
+            held = self._held[path] = read_audio(path)[0]
+            self._held_seconds += seconds
+        return held
 
     def _fill_pool(self, rate: int) -> list[Tensor]:
         """Decodes the shard set's audio members, in order, until `pool_seconds`; undecodable ones are counted."""
