@@ -14,6 +14,7 @@ from lit_sllm.config_errors import ConfigError
 from lit_sllm.data.batch import IGNORE_INDEX, Batch
 from lit_sllm.models.adapters import FrameStackMLP
 from lit_sllm.models.encoders import HFSpeechEncoder
+from lit_sllm.models.freezing import Trainable
 from lit_sllm.models.llm import LLMSpec, LoraSpec
 from lit_sllm.models.lm_head import decoder_hidden_states, output_logits
 from lit_sllm.modules.joint_sft import JointSFT
@@ -168,3 +169,25 @@ def test_forward_and_generation_agree_with_the_lms_own_forward(tiny_llm_dir, tin
             embeds = torch.cat([embeds, model.llm.get_input_embeddings()(token)[:, None]], dim=1)
     expected = model.tokenizer.decode(greedy, skip_special_tokens=True).strip()
     assert model.generate(prompt, max_new_tokens=4) == [expected]
+
+
+@pytest.mark.parametrize("llm_trains", [False, True])
+def test_frozen_heads_take_chunk_gradients_in_the_forward_pass_and_training_heads_are_checkpointed(
+    tiny_llm_dir, tiny_whisper_dir, monkeypatch, llm_trains
+):
+    """Either way the CE, the KD term and every gradient (the head's own, when it trains) are the full-logits path's;
+    a frozen head is applied once per chunk for the student (no recomputation in the backward pass)."""
+    trainable = Trainable(encoder=False, adapter=True, llm=llm_trains, lora=False)
+    module = _modules(MTBI, tiny_llm_dir, tiny_whisper_dir, kd_weight=0.5, trainable=trainable)
+    batch = make_batch(module.model, TRANSCRIPTS)
+    batch.teacher = _text_view(batch, module.model.audio_token_id)
+    full = _terms_and_grads(module, batch, "full")
+    head = module.model.llm.get_output_embeddings()
+    assert any(p.grad is not None for p in head.parameters()) == llm_trains
+    calls = []
+    head.register_forward_hook(lambda layer, args, out: calls.append(torch.is_grad_enabled()))
+    chunked = _terms_and_grads(module, batch, "labelled", 4)
+    _assert_same(full, chunked)
+    chunks = -(-batch.num_target_tokens() // 4)
+    student_calls = sum(calls)  # the teacher's logits run under no_grad
+    assert student_calls == (2 * chunks if llm_trains else chunks)  # checkpointing runs the head again in backward

@@ -155,7 +155,8 @@ class SpeechLLMModule(L.LightningModule):
         """Per-row CE (and KL to `teacher`: its (B_t, L_t, H) hidden states and labels) by `loss_logits`."""
         head = self.model.lm_head
         if self.loss_logits == "labelled":
-            return labelled_losses(hidden, labels, head, self.loss_chunk_size, teacher, temperature)
+            trains = any(p.requires_grad for p in self.model.llm.get_output_embeddings().parameters())
+            return labelled_losses(hidden, labels, head, self.loss_chunk_size, teacher, temperature, trains)
         if teacher is not None:
             with torch.no_grad():
                 teacher = (head(teacher[0]), teacher[1])

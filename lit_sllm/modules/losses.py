@@ -2,10 +2,14 @@
 
 Two ways to the same numbers. `full_logit_losses` takes logits at every position (B, L, V), as the LM's forward
 makes them. `labelled_losses` takes final hidden states and runs the output head only where the next token is
-labelled, `chunk_size` positions at a time, each chunk under activation checkpointing: its (chunk, V) logits live
-only while that chunk's loss (forward) or gradient (backward) is computed, so the peak holds one chunk's logits
-instead of the whole batch's (the idea of Liger-Kernel's fused linear cross-entropy and Apple's Cut Cross-Entropy,
-in plain torch so it runs anywhere). The KD term gets the same treatment: student and teacher logits per chunk.
+labelled, `chunk_size` positions at a time, so the peak holds one chunk's (chunk, V) logits instead of the whole
+batch's (the idea of Liger-Kernel's fused linear cross-entropy and Apple's Cut Cross-Entropy, in plain torch so it
+runs anywhere). The KD term gets the same treatment: student and teacher logits per chunk.
+
+With a frozen head (LoRA or adapter training) each chunk's gradient is taken in the forward pass, as Liger's kernel
+does: a token's losses depend on its own hidden state only, so the chunk keeps the (chunk, H) gradient of its CE and
+of its KL, and the backward pass only scales them, with no second pass over the vocabulary. A head that trains runs
+each chunk under activation checkpointing instead (logits computed again in the backward pass).
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ def labelled_losses(
     chunk_size: int,
     teacher: tuple[Tensor, Tensor] | None = None,
     temperature: float = 1.0,
+    head_trains: bool = True,
 ) -> TokenLosses:
     """Per-row losses with the output head applied only at labelled positions, `chunk_size` at a time.
 
@@ -120,6 +125,8 @@ def labelled_losses(
         teacher: (B_t, L_t, H) teacher hidden states (no grad) and (B_t, L_t) teacher labels with the same answer
             tokens, or None.
         temperature: KD softening temperature.
+        head_trains: whether any parameter of `head` takes gradients; False (a frozen head) takes each chunk's
+            gradient in the forward pass instead of checkpointing it.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}; set model.init_args.loss_chunk_size.")
@@ -137,9 +144,12 @@ def labelled_losses(
         piece = slice(start, start + chunk_size)
         chunk_teacher = None if teacher_selected is None else teacher_selected[piece]
         args = (head, temperature, selected[piece], targets[piece], chunk_teacher)
-        ce, kl = (
-            checkpoint(_chunk_losses, *args, use_reentrant=False) if torch.is_grad_enabled() else _chunk_losses(*args)
-        )
+        if not torch.is_grad_enabled():
+            ce, kl = _chunk_losses(*args)
+        elif head_trains:
+            ce, kl = checkpoint(_chunk_losses, *args, use_reentrant=False)
+        else:
+            ce, kl = _GradientInForward.apply(*args)
         ce_parts.append(ce)
         kl_parts.append(kl)
     count = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1)  # (B,)
@@ -160,3 +170,30 @@ def _chunk_losses(
     with torch.no_grad():
         teacher_logits = head(teacher)  # (c, V)
     return ce, token_kl(logits, teacher_logits, temperature)
+
+
+class _GradientInForward(torch.autograd.Function):
+    """`_chunk_losses` for a frozen head, its input gradients taken in the forward pass.
+
+    Token i's CE and KL depend on hidden state i alone, so the gradient of the chunk's summed CE (and KL) with respect
+    to the (c, H) hidden states holds each token's own gradient; backward scales those rows by the incoming (c,)
+    gradients. The (c, V) logits are freed before the next chunk, never recomputed.
+    """
+
+    @staticmethod
+    def forward(ctx, head: Head, temperature: float, hidden: Tensor, targets: Tensor, teacher: Tensor | None):
+        with torch.enable_grad():
+            states = hidden.detach().requires_grad_()
+            ce, kl = _chunk_losses(head, temperature, states, targets, teacher)
+            ce_grad = torch.autograd.grad(ce.sum(), states, retain_graph=teacher is not None)[0]  # (c, H)
+            kl_grad = None if teacher is None else torch.autograd.grad(kl.sum(), states)[0]  # (c, H)
+        ctx.save_for_backward(ce_grad, kl_grad)
+        return ce.detach(), kl.detach()
+
+    @staticmethod
+    def backward(ctx, ce_out: Tensor, kl_out: Tensor):
+        ce_grad, kl_grad = ctx.saved_tensors
+        grad = ce_grad * ce_out[:, None].to(ce_grad.dtype)  # (c, H)
+        if kl_grad is not None:
+            grad = grad + kl_grad * kl_out[:, None].to(kl_grad.dtype)
+        return None, None, grad, None, None
