@@ -185,6 +185,12 @@ def _spans(items: Sequence[EncodedSample]) -> tuple[Tensor, Tensor]:
     return torch.tensor(clips, dtype=torch.long), torch.tensor(times, dtype=torch.float32).reshape(-1, 2)
 
 
+_VIEW_FIX = {
+    "teacher": "a transform must set `teacher_turns` on every sample or on none.",
+    "prompt": "collate samples of one SampleEncoder (all with `prompt_view`, or all without).",
+}
+
+
 def _view_batch(items: Sequence[EncodedSample], view: str, source: str, pad_id: int) -> Batch | None:
     """The Batch of every item's `view` ("teacher" or "prompt") when every item has one, None when none has."""
     views = [getattr(item, view) for item in items if getattr(item, view) is not None]
@@ -193,7 +199,7 @@ def _view_batch(items: Sequence[EncodedSample], view: str, source: str, pad_id: 
     if len(views) != len(items):
         raise ValueError(
             f"Batch from '{source}' mixes samples with and without a {view} view ({len(views)} of {len(items)}); "
-            f"a transform must set `{view}_turns` on every sample or on none."
+            f"{_VIEW_FIX[view]}"
         )
     batch = collate(views, source, pad_id)
     batch.transcripts, batch.groups = [item.transcript for item in items], [item.group for item in items]
