@@ -18,11 +18,7 @@ from torch import Tensor
 from lit_sllm.callbacks.answers import TestAnswers
 from lit_sllm.config_errors import ConfigError
 from lit_sllm.data.batch import Batch
-from lit_sllm.data.prompts import DEFAULT_AUDIO_TOKEN
-from lit_sllm.models.adapters import AdapterFactory, FrameStackMLP
-from lit_sllm.models.encoders import SpeechEncoder
 from lit_sllm.models.freezing import Trainable, component_of, format_parameter_table, parameter_counts
-from lit_sllm.models.llm import LLMSpec, LoraSpec
 from lit_sllm.models.speech_llm import SpeechLLM
 from lit_sllm.models.splice import Spliced
 from lit_sllm.modules.listening import audio_from_other_rows
@@ -49,19 +45,16 @@ class GenerationSpec:
 class SpeechLLMModule(L.LightningModule):
     """Shared recipe base: a thin step around `SpeechLLM` with config-driven optimisation.
 
+    The model's own settings (`llm`, `encoder`, `adapter`, `lora`, `audio_token`, `match_embedding_rms`) pass
+    through `model_args` to `SpeechLLM`, which documents them; the CLI reads them from its signature, so they stay
+    flat under `model.init_args` and have one home.
+
     Args:
-        llm: the causal LM to load.
-        encoder: the speech encoder (by class_path).
-        adapter: the adapter (by class_path; its input/output widths are supplied by the model).
-        lora: LoRA on the LLM; null for none.
         trainable: which components train; null takes the recipe's default.
         optimizer: optimizer settings.
         schedule: learning-rate schedule.
         generation: decoding settings for eval/predict.
-        audio_token: placeholder string for one clip.
         max_nonfinite_steps: consecutive non-finite losses tolerated (each skips its step) before training stops.
-        match_embedding_rms: scale the adapter's output vectors to the RMS of the LLM's embedding table (see
-            `SpeechLLM`).
         log_audio_gap: on val and test speech batches, also log the loss with audio taken from other rows and its
             gap to the true loss (`lit_sllm.modules.listening`; one more forward pass per batch).
         compile: `torch.compile` the encoder and the LLM in place (dynamic shapes, since bucketed batches vary in
@@ -77,26 +70,20 @@ class SpeechLLMModule(L.LightningModule):
 
     def __init__(
         self,
-        llm: LLMSpec,
-        encoder: SpeechEncoder,
-        adapter: AdapterFactory = FrameStackMLP,
-        lora: LoraSpec | None = None,
         trainable: Trainable | None = None,
         optimizer: OptimSpec | None = None,
         schedule: ScheduleSpec | None = None,
         generation: GenerationSpec | None = None,
-        audio_token: str = DEFAULT_AUDIO_TOKEN,
         max_nonfinite_steps: int = 20,
-        match_embedding_rms: bool = False,
         log_audio_gap: bool = True,
         compile: bool = False,
         loss_logits: Literal["labelled", "full"] = "labelled",
         loss_chunk_size: int = 1024,
+        **model_args: Any,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "adapter"])
-        trainable = trainable or self.default_trainable
-        self.model = SpeechLLM(llm, encoder, adapter, lora, trainable, audio_token, match_embedding_rms)
+        self.model = SpeechLLM(trainable=trainable or self.default_trainable, **model_args)
         self._record_hparams()
         self.optim_spec = optimizer or OptimSpec()
         self.schedule_spec = schedule or ScheduleSpec()
