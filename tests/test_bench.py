@@ -130,11 +130,12 @@ def test_step_runs_all_three_loops_on_the_same_batches(tmp_path):
 def test_kd_times_distillation_and_interleaving_against_ce(tmp_path):
     path = run_benchmark("kd", quick=True, out_dir=tmp_path)
     figures = json.loads(path.read_text())["figures"]
-    assert set(figures["ratio_to_ce"]) == {"ce", "kd", "interleave_clips", "interleave_frames"}
+    assert set(figures["ratio_to_ce"]) == {"ce", "kd_online", "kd_stored", "interleave_clips", "interleave_frames"}
     assert figures["ratio_to_ce"]["ce"]["wall"] == 1.0
     batches = figures["batches"]
-    assert batches["kd"]["teacher_tokens"] > 0
-    assert batches["ce"]["teacher_tokens"] == batches["interleave_frames"]["teacher_tokens"] == 0
+    assert batches["kd_online"]["teacher_tokens"] > 0  # the stored kind runs no teacher: no teacher tokens
+    assert batches["ce"]["teacher_tokens"] == batches["kd_stored"]["teacher_tokens"] == 0
+    assert batches["kd_stored"]["stored_teacher_tokens"] == batches["kd_stored"]["labelled_tokens"] > 0
     # frame-level interleaving encodes each utterance once, as CE does; clip-level cuts it into more, shorter clips
     assert batches["interleave_frames"]["clips"] == batches["ce"]["clips"] < batches["interleave_clips"]["clips"]
 

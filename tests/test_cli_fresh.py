@@ -198,7 +198,7 @@ def test_export_refuses_a_checkpoint_naming_a_class_outside_the_recipes(tmp_path
         (["--trainer.max_stpes", "3"], "trainer.max_stpes is not a config key; did you mean trainer.max_steps"),
         (
             ["teacher_view: true", "teacher_view: false"],
-            "model.init_args.kd_weight is 1.0 but data.train.mtbi.transform gives no teacher view",
+            "model.init_args.kd_weight is 1.0 but data.train.mtbi.transform gives no teacher, so the KD term",
         ),
         (
             ["shards: data_shards/toy/asr/train", "shards: /nowhere/shard-*.tar"],

@@ -11,7 +11,7 @@ import torch
 from model_helpers import TRANSCRIPTS, make_batch
 
 from lit_sllm.config_errors import ConfigError
-from lit_sllm.data.batch import IGNORE_INDEX, Batch
+from lit_sllm.data.batch import IGNORE_INDEX, Batch, TeacherTopK
 from lit_sllm.models.adapters import FrameStackMLP
 from lit_sllm.models.encoders import HFSpeechEncoder
 from lit_sllm.models.freezing import Trainable
@@ -93,6 +93,36 @@ def test_mtbi_kd_and_asr_weight_match_the_full_logits_path(tiny_llm_dir, tiny_wh
     module.asr_weight = 1.0  # the weight takes effect on both paths alike
     unweighted = _terms_and_grads(module, batch, "labelled", 3)[0]["ce"]
     assert abs(float(unweighted) - float(full[0]["ce"])) > 1e-4
+
+
+def _stored_teacher(module, batch: Batch, k: int) -> TeacherTopK:
+    """The online teacher's top-k at the batch's labelled tokens, as `lit-sllm teacher --topk` stores them."""
+    with torch.no_grad():
+        hidden = module.teacher_hidden(batch)
+        rows, positions = (batch.teacher.labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
+        top = module.model.lm_head(hidden[rows, positions]).float().log_softmax(-1).topk(k, dim=-1)
+    return TeacherTopK(top.indices, top.values)
+
+
+def test_stored_teacher_distributions_give_the_online_kd_and_both_loss_paths_agree(tiny_llm_dir, tiny_whisper_dir):
+    module = _modules(MTBI, tiny_llm_dir, tiny_whisper_dir, kd_weight=0.7, kd_temperature=2.0)
+    batch = make_batch(module.model, TRANSCRIPTS)
+    batch.teacher = _text_view(batch, module.model.audio_token_id)
+    online = _terms_and_grads(module, batch, "labelled", 4)
+    vocab = module.model.llm.config.vocab_size
+    stored = dataclasses.replace(batch, teacher=None, teacher_topk=_stored_teacher(module, batch, vocab))
+    _assert_same(online, _terms_and_grads(module, stored, "full"))  # the whole distribution: the same KD
+    _assert_same(online, _terms_and_grads(module, stored, "labelled", 4))
+    top4 = dataclasses.replace(stored, teacher_topk=_stored_teacher(module, batch, 4))
+    full = _terms_and_grads(module, top4, "full")
+    assert abs(float(full[0]["kd"]) - float(online[0]["kd"])) > 1e-3  # renormalised over 4 tokens: another KL
+    for chunk_size in CHUNK_SIZES:
+        _assert_same(full, _terms_and_grads(module, top4, "labelled", chunk_size))
+    short = dataclasses.replace(
+        top4, teacher_topk=TeacherTopK(top4.teacher_topk.ids[1:], top4.teacher_topk.log_probs[1:])
+    )
+    with pytest.raises(ValueError, match="answer logits differ"):
+        module._loss(short)
 
 
 def test_a_batch_without_labels_has_zero_loss_and_gradients(tiny_llm_dir, tiny_whisper_dir):

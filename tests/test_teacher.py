@@ -4,22 +4,29 @@ LLM loaded as a run loads it; the index written by `ShardSetWriter`."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from transformers import AutoConfig
 
 import lit_sllm.data.teacher as teacher_lib
 from lit_sllm.cli import main
 from lit_sllm.data.audio import encode_flac
+from lit_sllm.data.collate import SampleEncoder, collate
 from lit_sllm.data.inspect import inspect_shards
-from lit_sllm.data.pipeline import DataTally, read_shard
+from lit_sllm.data.mtbi import BehaviourImitation
+from lit_sllm.data.pipeline import DataTally, ReadConfig, decode_sample, read_shard
 from lit_sllm.data.prompts import FALLBACK_CHAT_TEMPLATE
+from lit_sllm.data.schema import SchemaError
 from lit_sllm.data.shards import ShardSetWriter
 from lit_sllm.data.teacher import TeacherSpec, label_shards, load_teacher
 from lit_sllm.models import llm as llm_lib
+from lit_sllm.models.encoders import HFSpeechEncoder
 from lit_sllm.models.llm import LLMSpec
+from lit_sllm.modules.mtbi import MTBI
 from lit_sllm.tools import teacher as teacher_tool
 
 TASKS = """
@@ -156,3 +163,79 @@ def test_the_teacher_llm_is_loaded_through_load_llm_with_the_specs_settings(tiny
 
 def test_the_commands_dtype_choices_are_the_loaders():
     assert set(teacher_tool.DTYPES) == set(llm_lib._DTYPES)
+
+
+def _mtbi_batches(folder, module, seed, **transform):
+    """Every sample of `folder` through `BehaviourImitation(asr_prob=0.5, **transform)`, encoded and collated."""
+    rate = module.model.encoder.sample_rate
+    encoder = SampleEncoder(module.model.formatter, rate, transform=BehaviourImitation(asr_prob=0.5, **transform))
+    raws = [raw for tar in sorted(folder.glob("*.tar")) for raw in read_shard(str(tar), DataTally())]
+    samples = [decode_sample(raw, ReadConfig(sample_rate=rate), DataTally()) for raw in raws]
+    rng = random.Random(seed)
+    return collate([encoder(sample, rng) for sample in samples], "mtbi", module.model.tokenizer.pad_token_id)
+
+
+def test_stored_teacher_distributions_give_the_online_teachers_kd_loss(tiny_llm_dir, tiny_whisper_dir, tmp_path):
+    """`--topk V --keep-answers` adds the teacher's whole distributions to answered shards (answers kept); MTBI's KD
+    term from them equals the online teacher's, and a smaller k keeps the most likely tokens."""
+    _write_asr_shards(tmp_path / "asr")
+    (tmp_path / "tasks.yaml").write_text(TASKS)
+    assert _teacher(tmp_path / "asr", tmp_path / "a", tiny_llm_dir, tmp_path / "tasks.yaml") == 0
+    vocab = AutoConfig.from_pretrained(tiny_llm_dir).vocab_size
+    more = ["--topk", str(vocab), "--asr-prompt", "Transcribe the audio.", "--keep-answers"]
+    assert _teacher(tmp_path / "a", tmp_path / "k", tiny_llm_dir, tmp_path / "tasks.yaml", *more) == 0
+    answered, stored = _metas(tmp_path / "a"), _metas(tmp_path / "k")
+    for key, meta in stored.items():
+        assert meta["responses"] == answered[key]["responses"] and meta["prompts"] == answered[key]["prompts"]
+        assert set(meta["teacher_topk"]) == {"continuation", "colour", "asr"}
+        for entry in meta["teacher_topk"].values():
+            log_probs = torch.tensor(entry["log_probs"])
+            assert log_probs.shape[1] == vocab and (log_probs[:, :-1] >= log_probs[:, 1:]).all()
+            torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(len(log_probs)), atol=2e-3, rtol=0)
+
+    torch.manual_seed(0)
+    module = MTBI(kd_weight=1.0, kd_temperature=2.0, llm=LLMSpec(str(tiny_llm_dir)),
+                  encoder=HFSpeechEncoder(str(tiny_whisper_dir))).eval()  # fmt: skip
+    online = _mtbi_batches(tmp_path / "k", module, 3, teacher_view=True)
+    offline = _mtbi_batches(tmp_path / "k", module, 3, teacher_logits=True)
+    assert online.teacher_topk is None and offline.teacher is None and "asr" in offline.tasks
+    assert offline.teacher_topk.ids.shape == (offline.num_target_tokens(), vocab)
+    with torch.no_grad():
+        expected, got = module._loss(online), module._loss(offline)
+    assert float(expected["kd"]) > 0.01
+    torch.testing.assert_close(got["ce"], expected["ce"], rtol=0, atol=0)
+    torch.testing.assert_close(got["kd"], expected["kd"], rtol=0, atol=1e-3)
+
+    assert _teacher(tmp_path / "a", tmp_path / "k3", tiny_llm_dir, tmp_path / "tasks.yaml", "--topk", "3",
+                    "--keep-answers") == 0  # fmt: skip
+    for key, meta in _metas(tmp_path / "k3").items():
+        for task, entry in meta["teacher_topk"].items():
+            assert entry["ids"] == [row[:3] for row in stored[key]["teacher_topk"][task]["ids"]]
+    with pytest.raises(SchemaError, match="teacher_topk.asr.*no stored teacher distributions"):
+        _mtbi_batches(tmp_path / "k3", module, 3, teacher_logits=True)  # labelled without --asr-prompt
+
+
+def test_stored_distributions_must_match_the_prompt_and_the_answer_tokens(tiny_llm_dir, tiny_whisper_dir, tmp_path):
+    _write_asr_shards(tmp_path / "asr")
+    (tmp_path / "tasks.yaml").write_text(TASKS)
+    more = ["--topk", "4", "--asr-prompt", "Say what you hear."]
+    assert _teacher(tmp_path / "asr", tmp_path / "k", tiny_llm_dir, tmp_path / "tasks.yaml", *more) == 0
+    torch.manual_seed(0)
+    module = MTBI(kd_weight=1.0, llm=LLMSpec(str(tiny_llm_dir)), encoder=HFSpeechEncoder(str(tiny_whisper_dir)))
+    with pytest.raises(SchemaError, match="stored for the prompt 'Say what you hear.'.*asr_prompt"):
+        _mtbi_batches(tmp_path / "k", module, 3, teacher_logits=True)
+    batch = _mtbi_batches(tmp_path / "k", module, 3, teacher_logits=True, asr_prompt="Say what you hear.")
+    assert batch.teacher_topk.ids.shape == (batch.num_target_tokens(), 4)
+
+    rate, raw = module.model.encoder.sample_rate, next(read_shard(str(tmp_path / "k" / "asr-000000.tar"), DataTally()))
+    sample = decode_sample(raw, ReadConfig(sample_rate=rate), DataTally())
+    entry = sample.teacher_topk["colour"]
+    sample.teacher_topk["colour"] = entry | {"ids": entry["ids"][:-1], "log_probs": entry["log_probs"][:-1]}
+    encoder = SampleEncoder(module.model.formatter, rate, transform=BehaviourImitation(teacher_logits=True,
+                            tasks=["colour"]))  # fmt: skip
+    with pytest.raises(ValueError, match="stored teacher distributions for .* labelled tokens.*Relabel"):
+        encoder(sample, random.Random(0))
+    with pytest.raises(ValueError, match="teacher_view and teacher_logits"):
+        BehaviourImitation(teacher_view=True, teacher_logits=True)
+    with pytest.raises(ValueError, match="keep_answers only adds stored distributions"):
+        _spec(tiny_llm_dir, tmp_path).__class__(LLMSpec(str(tiny_llm_dir)), "t.yaml", keep_answers=True)

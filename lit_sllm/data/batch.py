@@ -14,6 +14,23 @@ IGNORE_INDEX = -100
 
 
 @dataclass
+class TeacherTopK:
+    """The teacher's most likely next tokens at labelled tokens, stored with the shards (`lit-sllm teacher --topk`),
+    for distillation without running the teacher in the step.
+
+    Attributes:
+        ids: (n, k) token ids, most likely first; row i belongs to the i-th labelled token in row-major order.
+        log_probs: (n, k) their log-probabilities under the teacher's full-vocabulary softmax.
+    """
+
+    ids: Tensor
+    log_probs: Tensor
+
+    def _apply(self, move: Callable[[Tensor], Tensor]) -> TeacherTopK:
+        return TeacherTopK(move(self.ids), move(self.log_probs))
+
+
+@dataclass
 class Batch:
     """One collated batch.
 
@@ -37,6 +54,8 @@ class Batch:
         teacher: the same rows as a text-only batch, the transcript in place of the speech and the same answer
             tokens (MTBI's distillation view, `Sample.teacher_turns`); None when the samples carry no such view.
             In a prompt-only batch it is the transcript-only prompt (what the LLM answers from text).
+        teacher_topk: the teacher's stored top-k distributions at every labelled token of the batch (MTBI's
+            distillation targets from the shards, `BehaviourImitation(teacher_logits=True)`); None without them.
         prompt: the same rows cut where their final answer begins, to generate from, with that answer as reference
             (eval sets carry it; see `generation_view`).
         transcripts: what is said in each row's audio ("" when unknown).
@@ -56,6 +75,7 @@ class Batch:
     tasks: list[str] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
     teacher: Batch | None = None
+    teacher_topk: TeacherTopK | None = None
     prompt: Batch | None = None
     transcripts: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
@@ -105,7 +125,8 @@ class Batch:
         return self
 
     def to(self, device: torch.device | str) -> Batch:
-        """A copy on `device` (the teacher and prompt batches and tensors in `extras` included)."""
+        """A copy on `device` (the teacher and prompt batches, the stored teacher targets and tensors in `extras`
+        included)."""
         return self._apply(lambda tensor: tensor.to(device))
 
     def pin_memory(self) -> Batch:
@@ -120,4 +141,4 @@ class Batch:
 
 
 _TENSOR_FIELDS = ("input_ids", "attention_mask", "labels", "audio", "audio_lengths", "span_clips", "span_times")
-_VIEWS = ("teacher", "prompt")
+_VIEWS = ("teacher", "prompt", "teacher_topk")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lit_sllm.data.batch import IGNORE_INDEX, Batch
+from lit_sllm.data.batch import IGNORE_INDEX, Batch, TeacherTopK
 from lit_sllm.data.batching import padding_ratio
 from lit_sllm.data.prompts import ChatFormatter, EncodedDialog
 from lit_sllm.data.schema import Sample
@@ -36,6 +36,7 @@ class EncodedSample:
         reference: the final assistant answer (empty when the sample has none).
         duration: seconds of audio over all clips.
         teacher: the transcript-only view (`Sample.teacher_turns`) encoded the same way, for distillation.
+        kd_target: the teacher's stored distributions, one row per labelled token (`Sample.kd_target`).
         augmented: the augmentation transforms applied to its audio (`Sample.augmented`).
         prompt: the prompt-only view (eval sets): the conversation cut where its final answer begins.
         transcript: `Sample.transcript` ("" when unknown).
@@ -51,6 +52,7 @@ class EncodedSample:
     reference: str = ""
     duration: float = 0.0
     teacher: EncodedSample | None = None
+    kd_target: TeacherTopK | None = None
     augmented: list[str] = field(default_factory=list)
     prompt: EncodedSample | None = None
     transcript: str = ""
@@ -111,6 +113,8 @@ class SampleEncoder:
             encoded.prompt = self._prompt(sample, sample.turns)
         if sample.teacher_turns is not None:
             encoded.teacher = self._teacher(sample, encoded)
+        if sample.kd_target is not None and not self.generate:
+            encoded.kd_target = _checked_target(sample, encoded)
         return encoded
 
     def _forced(self, sample: Sample, turns: list[dict]) -> EncodedSample:
@@ -157,6 +161,33 @@ class SampleEncoder:
                 "a transform must keep the rate (resample with lit_sllm.data.audio.resample)."
             )
         return wave
+
+
+def _checked_target(sample: Sample, encoded: EncodedSample) -> TeacherTopK:
+    labelled = sum(label != IGNORE_INDEX for label in encoded.labels)
+    stored = sample.kd_target.ids.shape[0]
+    if stored != labelled:
+        raise ValueError(
+            f"Sample {sample.key} (from {sample.source}): {stored} stored teacher distributions for {labelled} "
+            "labelled tokens; the shards were labelled with another tokenizer or chat template than this run's LLM. "
+            "Relabel them with `lit-sllm teacher --topk K` and the run's LLM."
+        )
+    return sample.kd_target
+
+
+def _target_batch(items: Sequence[EncodedSample], source: str) -> TeacherTopK | None:
+    """Every item's stored distributions stacked in row-major label order, when every item has them."""
+    targets = [item.kd_target for item in items if item.kd_target is not None]
+    if not targets:
+        return None
+    widths = {target.ids.shape[1] for target in targets}
+    if len(targets) != len(items) or len(widths) > 1:
+        raise ValueError(
+            f"Batch from '{source}' mixes samples with and without stored teacher distributions, or of different "
+            f"k ({len(targets)} of {len(items)} have them; k {sorted(widths)}); label every shard of a source with "
+            "one `lit-sllm teacher --topk K`."
+        )
+    return TeacherTopK(torch.cat([t.ids for t in targets]), torch.cat([t.log_probs for t in targets]))
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int) -> Tensor:
@@ -236,6 +267,7 @@ def collate(items: Sequence[EncodedSample], source: str, pad_id: int) -> Batch:
         transcripts=[item.transcript for item in items],
         groups=[item.group for item in items],
         teacher=_view_batch(items, "teacher", source, pad_id),
+        teacher_topk=_target_batch(items, source),
         prompt=_view_batch(items, "prompt", source, pad_id),
         extras={
             "tokens": sum(token_lengths),

@@ -5,7 +5,8 @@ teacher answered plus the utterance as speech (or, with `interleave_prob`, as in
 and the target is the teacher's response. Interleaving is at the level of encoder output frames by default (the
 utterance is encoded once, text replaces the frames of its words) or of waveform clips (`interleave_level: clips`,
 each speech run encoded alone). With `teacher_view` the same conversation with the full transcript in
-place of the speech rides along for online logit distillation.
+place of the speech rides along for online logit distillation; with `teacher_logits` the teacher's distributions
+stored with the shards for that conversation do (`lit-sllm teacher --topk`), and no teacher runs in the step.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 from typing import Literal
 
 from lit_sllm.data.interleave import interleave, interleave_spans, random_spans
-from lit_sllm.data.schema import Sample
+from lit_sllm.data.schema import Sample, topk_target
 from lit_sllm.data.tasks import task_turns
 
 
@@ -32,7 +33,10 @@ class BehaviourImitation:
         interleave_level: "frames" encodes the utterance once and cuts its adapter output at the word times (speech
             runs keep their neighbours' context; the encoder sees one clip per utterance); "clips" cuts the waveform
             and encodes each speech run as a clip of its own.
-        teacher_view: attach the transcript-only conversation for logit distillation.
+        teacher_view: attach the transcript-only conversation for online logit distillation (the frozen LLM reads
+            it in every training step).
+        teacher_logits: attach the teacher's stored top-k distributions over the answer instead (the same teacher,
+            run once when labelling: `lit-sllm teacher --topk K`).
     """
 
     def __init__(
@@ -45,9 +49,14 @@ class BehaviourImitation:
         max_span: int = 4,
         interleave_level: Literal["frames", "clips"] = "frames",
         teacher_view: bool = False,
+        teacher_logits: bool = False,
     ) -> None:
         if interleave_level not in ("frames", "clips"):
             raise ValueError(f"interleave_level '{interleave_level}' is unknown; use 'frames' or 'clips'.")
+        if teacher_view and teacher_logits:
+            raise ValueError(
+                "BehaviourImitation: teacher_view and teacher_logits both give the KD teacher; set one of them."
+            )
         self.tasks = set(tasks) if tasks is not None else None
         self.asr_prob = asr_prob
         self.asr_prompt = asr_prompt
@@ -55,6 +64,12 @@ class BehaviourImitation:
         self.min_span, self.max_span = min_span, max_span
         self.interleave_level = interleave_level
         self.teacher_view = teacher_view
+        self.teacher_logits = teacher_logits
+
+    @property
+    def gives_teacher(self) -> bool:
+        """Whether every conversation carries a KD teacher (a view to run or stored distributions)."""
+        return self.teacher_view or self.teacher_logits
 
     def pick_task(self, sample: Sample, rng: random.Random) -> tuple[str, str, str]:
         """(task, prompt, answer) for this reading of the sample."""
@@ -90,6 +105,6 @@ class BehaviourImitation:
                 parts, clips = interleave(sample.words, wave, rate, spans)
                 audio = {clip_name: (clip, rate) for clip_name, clip in clips.items()}
         teacher = task_turns(prompt, [{"text": sample.transcript}], answer) if self.teacher_view else None
-        return dataclasses.replace(
-            sample, task=task, turns=task_turns(prompt, parts, answer), audio=audio, teacher_turns=teacher
-        )
+        target = topk_target(sample, task, prompt) if self.teacher_logits else None
+        turns = task_turns(prompt, parts, answer)
+        return dataclasses.replace(sample, task=task, turns=turns, audio=audio, teacher_turns=teacher, kd_target=target)

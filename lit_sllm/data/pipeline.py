@@ -285,6 +285,7 @@ def decode_sample(raw: RawSample, config: ReadConfig, tally: DataTally) -> Sampl
         responses=meta["responses"],
         source=raw["__url__"],
         prompts=meta["prompts"],
+        teacher_topk=meta["teacher_topk"],
     )
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from lit_sllm.data.batch import TeacherTopK
+
 ROLES = ("user", "assistant", "system")
 
 # Fields a task cannot do without, beyond the common ones; extend it when a task gains a requirement.
@@ -55,6 +57,10 @@ class Sample:
         prompts: the task prompt each teacher response answers, by task name.
         teacher_turns: the same conversation with the transcript in place of the speech, set by a transform for
             logit distillation (collated into `Batch.teacher`).
+        teacher_topk: the teacher's stored top-k distributions over each answer, by task name, as stored:
+            `{"prompt": str, "ids": [[int] * k] * n, "log_probs": [[float] * k] * n}` (`lit-sllm teacher --topk`).
+        kd_target: the stored distributions of the conversation a transform chose (collated into
+            `Batch.teacher_topk`).
         augmented: names of the augmentation transforms applied to the audio, in order (counted per batch).
         group: the scoring group an eval-set expansion puts the sample in (e.g. a generalisation category); never
             stored in shards.
@@ -71,6 +77,8 @@ class Sample:
     source: str = ""
     prompts: dict[str, str] = field(default_factory=dict)
     teacher_turns: list[dict] | None = None
+    teacher_topk: dict[str, dict] = field(default_factory=dict)
+    kd_target: TeacherTopK | None = None
     augmented: list[str] = field(default_factory=list)
     group: str = ""
 
@@ -135,7 +143,49 @@ def _check_optional(meta: dict, fail: Callable[..., SchemaError]) -> dict[str, A
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             raise fail(f"'{name}' must map task names to {what} strings", name, f"rewrite it as {{task: {what}}}")
         out[name] = dict(value)
+    out["teacher_topk"] = _check_topk(meta.get("teacher_topk") or {}, fail)
     return out
+
+
+def _check_topk(stored: Any, fail: Callable[..., SchemaError]) -> dict[str, dict]:
+    """The structure of `teacher_topk`; the numbers are checked when a transform takes one task's (`topk_target`)."""
+    fix = "relabel with `lit-sllm teacher --topk K`"
+    if not isinstance(stored, dict):
+        raise fail("'teacher_topk' must map task names to stored distributions", "teacher_topk", fix)
+    for task, entry in stored.items():
+        ok = isinstance(entry, dict) and isinstance(entry.get("prompt"), str)
+        if not ok or not all(isinstance(entry.get(name), list) for name in ("ids", "log_probs")):
+            raise fail("expected {prompt: str, ids: [[int]], log_probs: [[float]]}", f"teacher_topk.{task}", fix)
+    return dict(stored)
+
+
+def topk_target(sample: Sample, task: str, prompt: str) -> TeacherTopK:
+    """The stored distributions of `task` as tensors, checked to answer `prompt`.
+
+    Raises:
+        SchemaError: when the sample has none for `task`, they answer another prompt, or their shape is wrong.
+    """
+
+    def fail(problem: str, fix: str) -> SchemaError:
+        return SchemaError(problem, shard=sample.source, key=sample.key, field=f"teacher_topk.{task}", fix=fix)
+
+    entry = sample.teacher_topk.get(task)
+    if entry is None:
+        stored = sorted(sample.teacher_topk)
+        raise fail(f"no stored teacher distributions (stored: {stored})", "label the shards with `lit-sllm teacher "
+                   "--topk K` (or use teacher_view: true for the online teacher)")  # fmt: skip
+    if entry["prompt"] != prompt:
+        raise fail(
+            f"stored for the prompt {entry['prompt']!r}, not {prompt!r}",
+            "relabel with the transform's prompts (asr_prompt included), or set them back",
+        )
+    try:
+        ids, log_probs = torch.tensor(entry["ids"], dtype=torch.long), torch.tensor(entry["log_probs"])
+    except (TypeError, ValueError) as err:
+        raise fail(f"ids and log_probs must be rectangular number lists ({err})", "relabel the shards") from err
+    if ids.ndim != 2 or ids.shape != log_probs.shape or not ids.shape[1]:
+        raise fail(f"ids {tuple(ids.shape)} and log_probs {tuple(log_probs.shape)} must be equal (n, k)", "relabel")
+    return TeacherTopK(ids, log_probs)
 
 
 def parse_meta(meta: dict, *, shard: str | None = None, key: str | None = None) -> dict:

@@ -3,6 +3,10 @@
 Output shards mirror the input shards one to one (same file names, audio bytes copied untouched), with
 `responses[task]` and `prompts[task]` added to each sample's JSON, and are written by `ShardSetWriter`, so the
 index.json has the schema of every other shard set, plus a "teacher" field naming the LLM and the task set.
+With `topk`, the teacher's k most likely tokens and their log-probabilities at every answer token go in too
+(`teacher_topk[task]`, the ASR conversation included with `asr_prompt`), so MTBI can distil without running the
+teacher in its training step (`BehaviourImitation(teacher_logits=True)`); `keep_answers` adds them to shards that
+were answered before, without answering again.
 A finished output shard is skipped on rerun, so an interrupted job resumes. The output folder may be the input
 folder (labelling in place): the shards are then labelled into `<out>.labelling/` (where an interrupted job
 resumes) and moved over the input ones when all are done; a rerun in place after that labels the set again.
@@ -29,7 +33,7 @@ from lit_sllm.data.schema import SchemaError
 from lit_sllm.data.shards import INDEX_FILE, ShardSetWriter, SkipLog, StoredSample, stored_meta
 from lit_sllm.data.tasks import TaskSet, pick_prompt, task_turns
 from lit_sllm.models.llm import LLMSpec, load_llm, load_tokenizer
-from lit_sllm.models.text_generation import answer_text_prompts
+from lit_sllm.models.text_generation import answer_text_prompts, answer_top_log_probs
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +47,35 @@ class TeacherSpec:
 
     Attributes:
         llm: the frozen text LLM, loaded as a run loads it (dtype, attention, tokenizer and chat template).
-        tasks: the task set YAML (see `lit_sllm.data.tasks`).
+        tasks: the task set YAML (see `lit_sllm.data.tasks`); None only with `keep_answers`.
         batch_size: prompts per generation batch.
         max_new_tokens: answer length cap.
         seed: picks each sample's prompt phrasing per task.
         device: where the LLM runs ("cpu", "cuda", ...).
+        topk: store the teacher's k most likely tokens at each answer token (0: none).
+        asr_prompt: with `topk`, store them for the ASR conversation with this prompt too (the MTBI transform's
+            `asr_prompt`); None for none.
+        keep_answers: keep the responses and prompts the shards hold (only the `topk` distributions are added).
     """
 
     llm: LLMSpec
-    tasks: str
+    tasks: str | None
     batch_size: int = 16
     max_new_tokens: int = 64
     seed: int = 0
     device: str = "cpu"
+    topk: int = 0
+    asr_prompt: str | None = None
+    keep_answers: bool = False
+
+    def __post_init__(self) -> None:
+        if self.topk < 0 or (self.keep_answers and not self.topk):
+            raise ValueError(
+                f"teacher.topk is {self.topk} with keep_answers {self.keep_answers}: topk must be >= 0, and "
+                "keep_answers only adds stored distributions, so it needs topk >= 1."
+            )
+        if self.tasks is None and not self.keep_answers:
+            raise ValueError("teacher.tasks is needed to answer (a task set YAML); only keep_answers goes without.")
 
 
 def load_teacher(spec: TeacherSpec) -> tuple[PreTrainedModel, ChatFormatter]:
@@ -103,7 +123,7 @@ def shard_samples(url: str, skips: SkipLog) -> list[StoredSample]:
 
 
 def label_shard(
-    url: str, llm: PreTrainedModel, formatter: ChatFormatter, tasks: TaskSet, spec: TeacherSpec
+    url: str, llm: PreTrainedModel, formatter: ChatFormatter, tasks: TaskSet | None, spec: TeacherSpec
 ) -> tuple[list[StoredSample], int, SkipLog]:
     """The samples of shard `url` with the teacher's answer and prompt for every seen task added to their JSON.
 
@@ -113,13 +133,46 @@ def label_shard(
     """
     skips = SkipLog()
     samples = shard_samples(url, skips)
-    requests = [(meta, r) for meta, _ in samples for r in teacher_requests(meta, meta["key"], tasks, spec.seed)]
-    conversations = [conversation for _, (_, _, conversation) in requests]
-    answers = answer_text_prompts(llm, formatter, conversations, spec.max_new_tokens, spec.batch_size)
-    for (meta, (task, prompt, _)), answer in zip(requests, answers, strict=True):
-        meta.setdefault("responses", {})[task] = answer
-        meta.setdefault("prompts", {})[task] = prompt
-    return samples, len(answers), skips
+    answers = 0
+    if not spec.keep_answers:
+        requests = [(meta, r) for meta, _ in samples for r in teacher_requests(meta, meta["key"], tasks, spec.seed)]
+        conversations = [conversation for _, (_, _, conversation) in requests]
+        texts = answer_text_prompts(llm, formatter, conversations, spec.max_new_tokens, spec.batch_size)
+        for (meta, (task, prompt, _)), answer in zip(requests, texts, strict=True):
+            meta.setdefault("responses", {})[task] = answer
+            meta.setdefault("prompts", {})[task] = prompt
+        answers = len(texts)
+    if spec.topk:
+        store_topk([meta for meta, _ in samples], llm, formatter, spec)
+    return samples, answers, skips
+
+
+def answered_conversations(meta: dict, asr_prompt: str | None) -> list[tuple[str, str, list[dict]]]:
+    """(task, prompt, teacher conversation with its answer) for each answer of the sample, and ASR with `asr_prompt`:
+    the conversations `BehaviourImitation` gives its teacher view."""
+    transcript = meta.get("transcript")
+    if not transcript:
+        return []
+    prompts, responses = meta.get("prompts", {}), meta.get("responses", {})
+    if not set(responses) <= set(prompts):
+        raise ValueError(
+            f"Sample {meta['key']}: responses {sorted(set(responses) - set(prompts))} have no recorded prompt; "
+            "label the shards with `lit-sllm teacher` (without --keep-answers)."
+        )
+    answered = [(task, prompts[task], answer) for task, answer in sorted(responses.items())]
+    if asr_prompt is not None:
+        answered.append(("asr", asr_prompt, transcript))
+    return [(task, prompt, task_turns(prompt, [{"text": transcript}], answer)) for task, prompt, answer in answered]
+
+
+def store_topk(metas: list[dict], llm: PreTrainedModel, formatter: ChatFormatter, spec: TeacherSpec) -> None:
+    """Adds `teacher_topk[task]` (prompt, (n, k) ids, (n, k) log-probabilities to 4 decimals) to each sample."""
+    requests = [(meta, task, prompt, turns) for meta in metas for task, prompt, turns in answered_conversations(
+        meta, spec.asr_prompt)]  # fmt: skip
+    tops = answer_top_log_probs(llm, formatter, [turns for *_, turns in requests], spec.topk, spec.batch_size)
+    for (meta, task, prompt, _), (ids, log_probs) in zip(requests, tops, strict=True):
+        stored = {"prompt": prompt, "ids": ids.tolist(), "log_probs": log_probs.mul(1e4).round().div(1e4).tolist()}
+        meta.setdefault("teacher_topk", {})[task] = stored
 
 
 def label_shards(shards: str | Sequence[str], out: str | Path, spec: TeacherSpec) -> dict[str, Any]:
@@ -149,8 +202,9 @@ def label_shards(shards: str | Sequence[str], out: str | Path, spec: TeacherSpec
 
 
 def _label_into(inputs: list[ShardInfo], out: Path, spec: TeacherSpec, name: str) -> dict[str, Any]:
-    tasks = TaskSet.load(spec.tasks)
-    about = dataclasses.asdict(spec) | {"tasks": str(spec.tasks), "task_names": [task.name for task in tasks.seen]}
+    tasks = TaskSet.load(spec.tasks) if spec.tasks is not None else None
+    names = [task.name for task in tasks.seen] if tasks is not None else None
+    about = dataclasses.asdict(spec) | {"tasks": spec.tasks and str(spec.tasks), "task_names": names}
     with ShardSetWriter(out, name, resume=True, extra={"teacher": about}) as writer:
         teacher = None  # loaded at the first shard to label: a finished job reruns without the LLM
         for shard in inputs:

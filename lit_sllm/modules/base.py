@@ -17,12 +17,12 @@ from torch import Tensor
 
 from lit_sllm.callbacks.answers import TestAnswers
 from lit_sllm.config_errors import ConfigError
-from lit_sllm.data.batch import Batch
+from lit_sllm.data.batch import Batch, TeacherTopK
 from lit_sllm.models.freezing import Trainable, component_of, format_parameter_table, parameter_counts
 from lit_sllm.models.speech_llm import SpeechLLM
 from lit_sllm.models.splice import Spliced
 from lit_sllm.modules.listening import audio_from_other_rows
-from lit_sllm.modules.losses import TokenLosses, full_logit_losses, labelled_losses
+from lit_sllm.modules.losses import Teacher, TokenLosses, full_logit_losses, labelled_losses
 from lit_sllm.modules.optim import OptimSpec, ScheduleSpec, build_optimizer, build_scheduler
 
 # Frozen components stay in eval mode on purpose (`SpeechLLM.train`); Lightning warns about each one at fit start.
@@ -137,14 +137,15 @@ class SpeechLLMModule(L.LightningModule):
         return {"loss": losses.ce.sum() / losses.count.sum().clamp(min=1)}
 
     def token_losses(
-        self, hidden: Tensor, labels: Tensor, teacher: tuple[Tensor, Tensor] | None = None, temperature: float = 1.0
+        self, hidden: Tensor, labels: Tensor, teacher: Teacher | TeacherTopK | None = None, temperature: float = 1.0
     ) -> TokenLosses:
-        """Per-row CE (and KL to `teacher`: its (B_t, L_t, H) hidden states and labels) by `loss_logits`."""
+        """Per-row CE (and KL to `teacher`: its (B_t, L_t, H) hidden states and labels, or its stored top-k) by
+        `loss_logits`."""
         head = self.model.lm_head
         if self.loss_logits == "labelled":
             trains = any(p.requires_grad for p in self.model.llm.get_output_embeddings().parameters())
             return labelled_losses(hidden, labels, head, self.loss_chunk_size, teacher, temperature, trains)
-        if teacher is not None:
+        if teacher is not None and not isinstance(teacher, TeacherTopK):
             with torch.no_grad():
                 teacher = (head(teacher[0]), teacher[1])
         return full_logit_losses(head(hidden), labels, teacher, temperature)  # logits (B, L', V)

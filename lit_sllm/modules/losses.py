@@ -4,7 +4,9 @@ Two ways to the same numbers. `full_logit_losses` takes logits at every position
 makes them. `labelled_losses` takes final hidden states and runs the output head only where the next token is
 labelled, `chunk_size` positions at a time, so the peak holds one chunk's (chunk, V) logits instead of the whole
 batch's (the idea of Liger-Kernel's fused linear cross-entropy and Apple's Cut Cross-Entropy, in plain torch so it
-runs anywhere). The KD term gets the same treatment: student and teacher logits per chunk.
+runs anywhere). The KD term gets the same treatment: student and teacher logits per chunk. A teacher stored with the
+shards (`TeacherTopK`: its top-k tokens and log-probabilities at each labelled token) needs no teacher pass: the KL
+is taken with the teacher renormalised over its k tokens (exact when k is the vocabulary).
 
 With a frozen head (LoRA or adapter training) each chunk's gradient is taken in the forward pass, as Liger's kernel
 does: a token's losses depend on its own hidden state only, so the chunk keeps the (chunk, H) gradient of its CE and
@@ -21,9 +23,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from lit_sllm.data.batch import IGNORE_INDEX
+from lit_sllm.data.batch import IGNORE_INDEX, TeacherTopK
 
 Head = Callable[[Tensor], Tensor]  # (n, H) hidden states -> (n, V) logits
+Teacher = tuple[Tensor, Tensor]  # a teacher run in the step: its (B_t, L_t, ...) outputs and (B_t, L_t) labels
 
 
 @dataclass
@@ -77,6 +80,14 @@ def token_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tens
     return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
 
 
+def topk_kl(student: Tensor, teacher: TeacherTopK, temperature: float = 1.0) -> Tensor:
+    """KL(teacher || student) per token, the teacher's softened distribution renormalised over its stored k tokens:
+    (n, V) student logits and (n, k) stored ids and log-probabilities -> (n,)."""
+    log_p_teacher = (teacher.log_probs.float() / temperature).log_softmax(-1)  # (n, k)
+    log_p_student = (student.float() / temperature).log_softmax(-1).gather(-1, teacher.ids)  # (n, k)
+    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
+
+
 def check_same_answers(student: int, teacher: int) -> None:
     if student != teacher:
         raise ValueError(
@@ -86,23 +97,30 @@ def check_same_answers(student: int, teacher: int) -> None:
 
 
 def full_logit_losses(
-    logits: Tensor, labels: Tensor, teacher: tuple[Tensor, Tensor] | None = None, temperature: float = 1.0
+    logits: Tensor, labels: Tensor, teacher: Teacher | TeacherTopK | None = None, temperature: float = 1.0
 ) -> TokenLosses:
     """Per-row losses from logits at every position.
 
     Args:
         logits: (B, L, V) student logits.
         labels: (B, L) student labels.
-        teacher: (B_t, L_t, V) teacher logits and (B_t, L_t) teacher labels with the same answer tokens, or None.
+        teacher: (B_t, L_t, V) teacher logits and (B_t, L_t) teacher labels with the same answer tokens, the
+            teacher's stored top-k at the labelled tokens, or None.
         temperature: KD softening temperature.
     """
     ce, count = token_cross_entropy(logits, labels)
     if teacher is None:
         return TokenLosses(ce, count)
-    student, target = answer_logits(logits, labels), answer_logits(*teacher)  # (n, V)
-    check_same_answers(student.shape[0], target.shape[0])
+    student = answer_logits(logits, labels)  # (n, V)
+    if isinstance(teacher, TeacherTopK):
+        check_same_answers(student.shape[0], teacher.ids.shape[0])
+        per_token = topk_kl(student, teacher, temperature)
+    else:
+        target = answer_logits(*teacher)  # (n, V)
+        check_same_answers(student.shape[0], target.shape[0])
+        per_token = token_kl(student, target, temperature)
     rows, _ = answer_positions(labels)
-    kl = ce.new_zeros(ce.shape).index_add(0, rows, token_kl(student, target, temperature))  # (B,)
+    kl = ce.new_zeros(ce.shape).index_add(0, rows, per_token)  # (B,)
     return TokenLosses(ce, count, kl)
 
 
@@ -111,7 +129,7 @@ def labelled_losses(
     labels: Tensor,
     head: Head,
     chunk_size: int,
-    teacher: tuple[Tensor, Tensor] | None = None,
+    teacher: Teacher | TeacherTopK | None = None,
     temperature: float = 1.0,
     head_trains: bool = True,
 ) -> TokenLosses:
@@ -123,7 +141,7 @@ def labelled_losses(
         head: the output head, (n, H) -> (n, V) logits; it runs under no_grad for the teacher.
         chunk_size: labelled positions per chunk (the peak holds one chunk's (chunk_size, V) logits).
         teacher: (B_t, L_t, H) teacher hidden states (no grad) and (B_t, L_t) teacher labels with the same answer
-            tokens, or None.
+            tokens, the teacher's stored top-k at the labelled tokens, or None.
         temperature: KD softening temperature.
         head_trains: whether any parameter of `head` takes gradients; False (a frozen head) takes each chunk's
             gradient in the forward pass instead of checkpointing it.
@@ -133,8 +151,10 @@ def labelled_losses(
     rows, positions = answer_positions(labels)  # (n,)
     selected = hidden[rows, positions]  # (n, H)
     targets = labels[rows, positions + 1]  # (n,)
-    teacher_selected = None
-    if teacher is not None:
+    teacher_selected = teacher
+    if isinstance(teacher, TeacherTopK):
+        check_same_answers(rows.shape[0], teacher.ids.shape[0])
+    elif teacher is not None:
         teacher_rows, teacher_positions = answer_positions(teacher[1])
         check_same_answers(rows.shape[0], teacher_rows.shape[0])
         teacher_selected = teacher[0][teacher_rows, teacher_positions].detach()  # (n, H)
@@ -142,7 +162,7 @@ def labelled_losses(
     ce_parts, kl_parts = [empty], [empty]
     for start in range(0, rows.shape[0], chunk_size):
         piece = slice(start, start + chunk_size)
-        chunk_teacher = None if teacher_selected is None else teacher_selected[piece]
+        chunk_teacher = _rows(teacher_selected, piece)
         args = (head, temperature, selected[piece], targets[piece], chunk_teacher)
         if not torch.is_grad_enabled():
             ce, kl = _chunk_losses(*args)
@@ -159,14 +179,23 @@ def labelled_losses(
     return TokenLosses(ce, count, kl)
 
 
+def _rows(teacher: Tensor | TeacherTopK | None, piece: slice) -> Tensor | TeacherTopK | None:
+    if isinstance(teacher, TeacherTopK):
+        return TeacherTopK(teacher.ids[piece], teacher.log_probs[piece])
+    return None if teacher is None else teacher[piece]
+
+
 def _chunk_losses(
-    head: Head, temperature: float, hidden: Tensor, targets: Tensor, teacher: Tensor | None
+    head: Head, temperature: float, hidden: Tensor, targets: Tensor, teacher: Tensor | TeacherTopK | None
 ) -> tuple[Tensor, Tensor]:
-    """(c, H) hidden states and (c,) targets -> (c,) cross-entropy and (c,) KL (zeros without a teacher)."""
+    """(c, H) hidden states and (c,) targets -> (c,) cross-entropy and (c,) KL (zeros without a teacher) to the
+    teacher's (c, H) hidden states or its stored top-k."""
     logits = head(hidden).float()  # (c, V)
     ce = nn.functional.cross_entropy(logits, targets, reduction="none")  # (c,)
     if teacher is None:
         return ce, torch.zeros_like(ce)
+    if isinstance(teacher, TeacherTopK):
+        return ce, topk_kl(logits, teacher, temperature)
     with torch.no_grad():
         teacher_logits = head(teacher)  # (c, V)
     return ce, token_kl(logits, teacher_logits, temperature)
@@ -181,7 +210,9 @@ class _GradientInForward(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, head: Head, temperature: float, hidden: Tensor, targets: Tensor, teacher: Tensor | None):
+    def forward(
+        ctx, head: Head, temperature: float, hidden: Tensor, targets: Tensor, teacher: Tensor | TeacherTopK | None
+    ):
         with torch.enable_grad():
             states = hidden.detach().requires_grad_()
             ce, kl = _chunk_losses(head, temperature, states, targets, teacher)

@@ -1,8 +1,10 @@
 """MTBI (Multi-Task Behavior Imitation): answer from speech what the frozen LLM answers from the transcript.
 
 Encoder and LLM are frozen; the adapter learns. The target is the teacher's response (written into the shards by
-`lit-sllm teacher`); an optional KL term matches the teacher's full next-token distributions, computed online by
-the same frozen LLM reading the transcript. Interleaving and task sampling happen in the data transform.
+`lit-sllm teacher`); an optional KL term matches the teacher's next-token distributions: computed online by the
+same frozen LLM reading the transcript (`teacher_view`), or stored with the shards when they were labelled, as the
+teacher's top-k (`teacher_logits`: no teacher pass in the step). Interleaving and task sampling happen in the
+data transform.
 """
 
 from __future__ import annotations
@@ -39,13 +41,17 @@ class MTBI(SpeechLLMModule):
 
     def compute_loss(self, batch: Batch, inputs: Spliced, hidden: Tensor) -> dict[str, Tensor]:
         teacher = None
-        if self.kd_weight > 0 and batch.num_target_tokens() and (self.training or batch.teacher is not None):
-            if batch.teacher is None:  # training without the view: the KD term would silently not take effect
+        given = batch.teacher is not None or batch.teacher_topk is not None
+        if self.kd_weight > 0 and batch.num_target_tokens() and (self.training or given):
+            if not given:  # training without a teacher: the KD term would silently not take effect
                 raise ConfigError(
-                    f"model.init_args.kd_weight is {self.kd_weight} but a batch from '{batch.source}' has no teacher "
-                    f"view; set data.<split>.{batch.source}.transform.init_args.teacher_view: true, or kd_weight: 0."
+                    f"model.init_args.kd_weight is {self.kd_weight} but a batch from '{batch.source}' has no teacher; "
+                    f"set data.<split>.{batch.source}.transform.init_args.teacher_view: true (or teacher_logits: true "
+                    "with shards labelled by `lit-sllm teacher --topk K`), or kd_weight: 0."
                 )
-            teacher = (self.teacher_hidden(batch), batch.teacher.labels)
+            teacher = batch.teacher_topk
+            if teacher is None:
+                teacher = (self.teacher_hidden(batch), batch.teacher.labels)
         losses = self.token_losses(hidden, inputs.labels, teacher, self.kd_temperature)
         weights = torch.tensor([self.asr_weight if t == "asr" else 1.0 for t in batch.tasks], device=hidden.device)
         ce = (losses.ce * weights).sum() / (losses.count * weights).sum().clamp(min=1)
@@ -61,11 +67,11 @@ class MTBI(SpeechLLMModule):
         specs = getattr(getattr(self.trainer, "datamodule", None), "train_specs", {})
         if self.kd_weight > 0:
             for name, spec in specs.items():
-                if not getattr(spec.transform, "teacher_view", False):
+                if not getattr(spec.transform, "gives_teacher", False):
                     raise ConfigError(
                         f"model.init_args.kd_weight is {self.kd_weight} but data.train.{name}.transform gives no "
-                        f"teacher view, so the KD term could not take effect; set data.train.{name}.transform."
-                        "init_args.teacher_view: true (BehaviourImitation), or kd_weight: 0."
+                        f"teacher, so the KD term could not take effect; set data.train.{name}.transform."
+                        "init_args.teacher_view: true or teacher_logits: true (BehaviourImitation), or kd_weight: 0."
                     )
 
     @torch.no_grad()

@@ -1,7 +1,8 @@
 """`lit-sllm teacher`: the frozen LLM answers task prompts about each transcript; answers go into the shards.
 
 Output shards mirror the input shards one to one (same file names, audio bytes copied untouched), with
-`responses[task]` and `prompts[task]` added to each sample's JSON; reruns skip finished shards; `--out` may be the
+`responses[task]` and `prompts[task]` added to each sample's JSON (with --topk, the teacher's most likely tokens
+at each answer token too, for KD without a teacher pass); reruns skip finished shards; `--out` may be the
 input folder, to label in place (`lit_sllm.data.teacher`). The LLM is loaded as a run loads `model.llm`.
 """
 
@@ -33,7 +34,17 @@ def run(args: argparse.Namespace) -> int:
         chat_template=args.chat_template,
         chat_template_kwargs=args.chat_template_kwargs,
     )
-    spec = TeacherSpec(llm, args.tasks, args.batch_size, args.max_new_tokens, args.seed, device)
+    spec = TeacherSpec(
+        llm,
+        args.tasks,
+        args.batch_size,
+        args.max_new_tokens,
+        args.seed,
+        device,
+        topk=args.topk,
+        asr_prompt=args.asr_prompt,
+        keep_answers=args.keep_answers,
+    )
     index = label_shards(args.shards, args.out, spec)
     print(f"teacher: {len(index['shards'])} shards, {index['samples']} samples; index at {args.out}/index.json")
     return 0
@@ -58,6 +69,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="picks each sample's prompt phrasing per task")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
+    kd = parser.add_argument_group("stored distributions for KD without a teacher pass (teacher_logits: true)")
+    kd.add_argument("--topk", type=int, default=0, help="store the k most likely tokens at each answer token")
+    kd.add_argument("--asr-prompt", help="with --topk, also for the ASR conversation with this prompt")
+    kd.add_argument("--keep-answers", action="store_true", help="with --topk, keep the shards' answers; add only those")
     llm = parser.add_argument_group("LLM settings (as model.init_args.llm in a run's config)")
     llm.add_argument("--tokenizer", help="tokenizer hub id or folder, when apart from the weights")
     llm.add_argument("--dtype", choices=DTYPES, help="weights dtype (default: float32)")
