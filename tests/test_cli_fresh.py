@@ -262,3 +262,43 @@ def test_the_lock_fits_setup_cfg_and_a_changed_requirement_is_caught(tmp_path, m
     (tmp_path / "setup.cfg").write_text(text.replace("    rich>=13\n", "    rich>=13\n    numpy>=2\n"))
     assert lock.requirements_digest() != unchanged
     assert lock.check(exact=False) == 1
+
+
+@pytest.mark.slow
+def test_stored_teacher_distributions_train_mtbi_in_fresh_processes(tmp_path):
+    """`lit-sllm teacher --topk` adds the teacher's distributions to answered shards, and an MTBI fit distils from
+    them (`teacher_logits: true`) with no teacher view."""
+    shard, stored = TOY_WORLD / "asr" / "train" / "asr-train-000000.tar", tmp_path / "stored"
+    llm, tasks = TOY_WORLD / "models" / "llm", TOY_WORLD / "tasks.yaml"
+    args = ["--shards", str(shard), "--out", str(stored), "--llm", str(llm), "--tasks", str(tasks)]
+    ok(
+        cli(
+            "teacher",
+            *args,
+            "--topk",
+            "8",
+            "--asr-prompt",
+            "Transcribe the audio.",
+            "--keep-answers",
+            "--batch-size",
+            "64",
+        )
+    )
+    index = json.loads((stored / "index.json").read_text())
+    assert index["samples"] > 100 and index["teacher"]["topk"] == 8
+    source = f"""
+    train:
+      mtbi:
+        shards: {stored}
+        batching: {{batch_size: 4}}
+        transform:
+          class_path: lit_sllm.data.mtbi.BehaviourImitation
+          init_args: {{asr_prob: 0.5, interleave_prob: 0.5, teacher_logits: true}}"""
+    config = tmp_path / "run.yaml"
+    root = tmp_path / "out"
+    config.write_text(CONFIG.format(recipe="lit_sllm.modules.mtbi.MTBI", world=TOY_WORLD, root=root, sources=source))
+    ok(cli("fit", "--config", str(config), "--model.init_args.kd_weight", "1.0", "--trainer.callbacks", "[]"))
+    (metrics,) = root.glob("run/version_*/metrics.csv")
+    header, *rows = [line.split(",") for line in metrics.read_text().splitlines()]
+    kd = [float(row[header.index("train/mtbi/kd")]) for row in rows if row[header.index("train/mtbi/kd")]]
+    assert len(kd) == 3 and all(0 < value < 50 for value in kd)
