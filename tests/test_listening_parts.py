@@ -3,6 +3,7 @@ matching and the toy LLM's pseudo-speech."""
 
 from __future__ import annotations
 
+import csv
 import random
 from functools import partial
 
@@ -82,6 +83,26 @@ def test_group_learning_rates_are_logged_and_a_tiny_encoder_lr_keeps_the_encoder
     moved = lambda before, now: max((now[k] - v).abs().max().item() for k, v in before.items())  # noqa: E731
     assert moved(encoder_before, module.model.encoder.state_dict()) < 1e-5
     assert moved(adapter_before, module.model.adapter.state_dict()) > 1e-3
+
+
+def test_detail_metrics_reach_the_logger_on_its_steps_with_no_data_count_lost(tiny_llm_dir, tiny_whisper_dir, tmp_path):
+    """Per-source terms, group learning rates and data statistics are logged only on the steps the logger writes
+    (each `self.log` costs Lightning bookkeeping); skip and augmentation counts add up over the steps between."""
+    module = _joint(tiny_llm_dir, tiny_whisper_dir, OptimSpec(lr=1e-3))
+    batch = make_batch(module.model, TRANSCRIPTS)
+    batch.extras |= {"skipped": {"bad_json": 1}, "augment": {"speed": 2}, "padding_ratio": 0.5}
+    logger = L.pytorch.loggers.CSVLogger(tmp_path)
+    trainer = L.Trainer(max_steps=6, accelerator="cpu", logger=logger, log_every_n_steps=3, enable_progress_bar=False,
+                        enable_checkpointing=False, limit_val_batches=0)  # fmt: skip
+    trainer.fit(module, BatchListDataModule([batch] * 6))
+    (metrics,) = tmp_path.glob("lightning_logs/version_*/metrics.csv")
+    rows = [row for row in csv.DictReader(metrics.open()) if row["train/loss"]]
+    assert [int(row["step"]) for row in rows] == [2, 5]  # steps 3 and 6
+    for row in rows:
+        assert float(row["data/skipped/bad_json"]) == 3 and float(row["data/augment/speed"]) == 6  # 3 steps each
+        assert (
+            row["train/lr/adapter"] and row[f"train/{batch.source}/loss"] and row[f"data/{batch.source}/padding_ratio"]
+        )
 
 
 # --- CTC compression ------------------------------------------------------------------------------------------------

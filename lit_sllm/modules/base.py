@@ -102,6 +102,7 @@ class SpeechLLMModule(L.LightningModule):
             self.model.llm.get_decoder().compile(dynamic=True)  # the training loss calls the decoder body directly
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self._data_counts: Counter[str] = Counter()  # data counts since the logger last wrote
         # Checkpoints hold trainable weights only; frozen weights come from the pretrained paths in the config.
         self.strict_loading = False
 
@@ -157,8 +158,10 @@ class SpeechLLMModule(L.LightningModule):
     def _step(self, batch: Batch, stage: str) -> dict[str, Tensor]:
         terms = self._loss(batch)
         size = batch.size
-        for name, value in terms.items():
-            self.log(f"{stage}/{batch.source}/{name}", value, batch_size=size, add_dataloader_idx=False, sync_dist=True)
+        if stage != "train" or self._logger_writes():
+            for name, value in terms.items():
+                key = f"{stage}/{batch.source}/{name}"
+                self.log(key, value, batch_size=size, add_dataloader_idx=False, sync_dist=True)
         self.log(f"{stage}/loss", terms["loss"], batch_size=size, prog_bar=True, sync_dist=stage != "train")
         if stage != "train":  # summed over batches and ranks: equals the set's size when each sample is seen once
             name = f"{stage}/{batch.source}/samples"
@@ -187,9 +190,20 @@ class SpeechLLMModule(L.LightningModule):
         self.nonfinite_in_a_row = 0
         groups = self.optimizers().param_groups
         self.log("train/lr", groups[0]["lr"], prog_bar=True, batch_size=batch.size)
-        for group in groups:
-            self.log(f"train/lr/{group.get('name', 'all')}", group["lr"], batch_size=batch.size)
+        if self._logger_writes():
+            for group in groups:
+                self.log(f"train/lr/{group.get('name', 'all')}", group["lr"], batch_size=batch.size)
         return terms["loss"]
+
+    def _logger_writes(self) -> bool:
+        """Whether this training step's logged values reach the logger (every `trainer.log_every_n_steps`).
+
+        Each `self.log` costs Lightning about a millisecond of bookkeeping on a CPU, whether or not the step's values
+        are written, so the per-source terms, the learning rate of each group and the data statistics are logged on
+        the steps the logger writes only; the loss and the learning rate, which the progress bar shows, every step.
+        """
+        trainer = self._trainer
+        return trainer is None or trainer._logger_connector.should_update_logs
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._step(batch, "val")
@@ -238,10 +252,15 @@ class SpeechLLMModule(L.LightningModule):
         return None
 
     def _log_data_stats(self, batch: Batch) -> None:
-        for reason, count in batch.extras.get("skipped", {}).items():
-            self.log(f"data/skipped/{reason}", float(count), reduce_fx="sum", batch_size=batch.size)
-        for transform, count in batch.extras.get("augment", {}).items():
-            self.log(f"data/augment/{transform}", float(count), reduce_fx="sum", batch_size=batch.size)
+        """Skipped samples by reason and augmentations by transform, counted since the last step the logger wrote
+        (so no count is lost between written steps), and the batch's padding ratio."""
+        self._data_counts.update({f"data/skipped/{k}": v for k, v in batch.extras.get("skipped", {}).items()})
+        self._data_counts.update({f"data/augment/{k}": v for k, v in batch.extras.get("augment", {}).items()})
+        if not self._logger_writes():
+            return
+        for key, count in self._data_counts.items():
+            self.log(key, float(count), reduce_fx="sum", batch_size=batch.size)
+        self._data_counts = Counter()
         if "padding_ratio" in batch.extras:
             self.log(f"data/{batch.source}/padding_ratio", float(batch.extras["padding_ratio"]), batch_size=batch.size)
 
