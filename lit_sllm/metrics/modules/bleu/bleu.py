@@ -6,9 +6,10 @@ signature `nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp` unless `tokenize` or `l
 
 from __future__ import annotations
 
-import datasets
 import evaluate
 import sacrebleu
+
+from lit_sllm.metrics.modules.text_pairs import text_pair_info
 
 _DESCRIPTION = """Corpus BLEU from sacrebleu (`sacrebleu.metrics.BLEU().corpus_score`), on a 0-100 scale. Text is
 scored as given: sacrebleu tokenises it itself (default `13a`; pass `tokenize="zh"`, `"intl"`, `"char"`,
@@ -37,15 +38,7 @@ class SacreBleu(evaluate.Metric):
     """Corpus BLEU via sacrebleu."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_INPUTS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-            codebase_urls=["https://github.com/mjpost/sacrebleu"],
-        )
+        return text_pair_info(_DESCRIPTION, _CITATION, _INPUTS, "https://github.com/mjpost/sacrebleu")
 
     def _compute(
         self, predictions: list[str], references: list[str], tokenize: str = "13a", lowercase: bool = False

@@ -7,9 +7,10 @@ reproducible.
 
 from __future__ import annotations
 
-import datasets
 import evaluate
 from rouge_score import rouge_scorer
+
+from lit_sllm.metrics.modules.text_pairs import text_pair_info
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -39,14 +40,8 @@ class Rouge(evaluate.Metric):
     """Mean ROUGE F-measures via rouge-score."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_INPUTS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-            codebase_urls=["https://github.com/google-research/google-research/tree/master/rouge"],
+        return text_pair_info(
+            _DESCRIPTION, _CITATION, _INPUTS, "https://github.com/google-research/google-research/tree/master/rouge"
         )
 
     def _compute(self, predictions: list[str], references: list[str], use_stemmer: bool = False) -> dict[str, float]:

@@ -6,9 +6,10 @@ applies `lit_sllm.metrics.normalize.normalize_text` first by default).
 
 from __future__ import annotations
 
-import datasets
 import evaluate
 import jiwer
+
+from lit_sllm.metrics.modules.text_pairs import text_pair_info
 
 _DESCRIPTION = """Corpus-level word error rate from jiwer: (substitutions + deletions + insertions) summed over all
 pairs, divided by the total number of reference words. Words are split on whitespace. A fraction (0.05 = 5%)."""
@@ -33,15 +34,7 @@ class WordErrorRate(evaluate.Metric):
     """Corpus WER via `jiwer.wer`."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_INPUTS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-            codebase_urls=["https://github.com/jitsi/jiwer"],
-        )
+        return text_pair_info(_DESCRIPTION, _CITATION, _INPUTS, "https://github.com/jitsi/jiwer")
 
     def _compute(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         return {"wer": float(jiwer.wer(list(references), list(predictions)))}
