@@ -185,6 +185,8 @@ def test_stored_teacher_distributions_give_the_online_teachers_kd_loss(tiny_llm_
     more = ["--topk", str(vocab), "--asr-prompt", "Transcribe the audio.", "--keep-answers"]
     assert _teacher(tmp_path / "a", tmp_path / "k", tiny_llm_dir, tmp_path / "tasks.yaml", *more) == 0
     answered, stored = _metas(tmp_path / "a"), _metas(tmp_path / "k")
+    answered_by = json.loads((tmp_path / "a" / "index.json").read_text())["teacher"]
+    assert json.loads((tmp_path / "k" / "index.json").read_text())["teacher"]["answered_by"] == answered_by
     for key, meta in stored.items():
         assert meta["responses"] == answered[key]["responses"] and meta["prompts"] == answered[key]["prompts"]
         assert set(meta["teacher_topk"]) == {"continuation", "colour", "asr"}

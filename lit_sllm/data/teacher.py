@@ -205,6 +205,8 @@ def _label_into(inputs: list[ShardInfo], out: Path, spec: TeacherSpec, name: str
     tasks = TaskSet.load(spec.tasks) if spec.tasks is not None else None
     names = [task.name for task in tasks.seen] if tasks is not None else None
     about = dataclasses.asdict(spec) | {"tasks": spec.tasks and str(spec.tasks), "task_names": names}
+    if spec.keep_answers:  # the answers are an earlier run's: keep how they were made
+        about["answered_by"] = _input_teacher(inputs)
     with ShardSetWriter(out, name, resume=True, extra={"teacher": about}) as writer:
         teacher = None  # loaded at the first shard to label: a finished job reruns without the LLM
         for shard in inputs:
@@ -220,6 +222,13 @@ def _label_into(inputs: list[ShardInfo], out: Path, spec: TeacherSpec, name: str
             writer.write_shard(path, samples)
             log.info("labelled %s -> %s (%d answers; %s)", shard.url, out / path, answers, skips.summary())
     return writer.index
+
+
+def _input_teacher(inputs: list[ShardInfo]) -> dict[str, Any] | None:
+    """The "teacher" field of the input set's index.json (one folder's), None when there is none."""
+    folders = {Path(shard.url).parent for shard in inputs}
+    index = folders.pop() / INDEX_FILE if len(folders) == 1 else None
+    return json.loads(index.read_text()).get("teacher") if index is not None and index.is_file() else None
 
 
 def _set_name(names: list[str], fallback: str) -> str:
