@@ -171,9 +171,8 @@ def topk_target(sample: Sample, task: str, prompt: str) -> TeacherTopK:
 
     entry = sample.teacher_topk.get(task)
     if entry is None:
-        stored = sorted(sample.teacher_topk)
-        raise fail(f"no stored teacher distributions (stored: {stored})", "label the shards with `lit-sllm teacher "
-                   "--topk K` (or use teacher_view: true for the online teacher)")  # fmt: skip
+        fix = "label the shards with `lit-sllm teacher --topk K` (or use teacher_view: true for the online teacher)"
+        raise fail(f"no stored teacher distributions (stored: {sorted(sample.teacher_topk)})", fix)
     if entry["prompt"] != prompt:
         raise fail(
             f"stored for the prompt {entry['prompt']!r}, not {prompt!r}",

@@ -167,8 +167,9 @@ def answered_conversations(meta: dict, asr_prompt: str | None) -> list[tuple[str
 
 def store_topk(metas: list[dict], llm: PreTrainedModel, formatter: ChatFormatter, spec: TeacherSpec) -> None:
     """Adds `teacher_topk[task]` (prompt, (n, k) ids, (n, k) log-probabilities to 4 decimals) to each sample."""
-    requests = [(meta, task, prompt, turns) for meta in metas for task, prompt, turns in answered_conversations(
-        meta, spec.asr_prompt)]  # fmt: skip
+    requests = [
+        (meta, *conversation) for meta in metas for conversation in answered_conversations(meta, spec.asr_prompt)
+    ]
     tops = answer_top_log_probs(llm, formatter, [turns for *_, turns in requests], spec.topk, spec.batch_size)
     for (meta, task, prompt, _), (ids, log_probs) in zip(requests, tops, strict=True):
         stored = {"prompt": prompt, "ids": ids.tolist(), "log_probs": log_probs.mul(1e4).round().div(1e4).tolist()}
