@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 from lit_sllm.data.schema import Sample
-from lit_sllm.data.tasks import Task, TaskSet, task_turns
+from lit_sllm.data.tasks import Task, TaskSet, task_turns, teacher_turns
 
 CATEGORIES = ("seen", "unseen_prompt", "unseen_task")
 
@@ -54,7 +54,7 @@ class GeneralizationRequests:
                         key=f"{sample.key}/{category}/{task.name}",
                         task=task.name,
                         turns=task_turns(prompt, [{"audio": name}]),
-                        teacher_turns=task_turns(prompt, [{"text": sample.transcript}]),
+                        teacher_turns=teacher_turns(prompt, sample.transcript),
                         group=category,
                     )
                 )

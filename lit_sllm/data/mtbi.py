@@ -17,7 +17,7 @@ from typing import Literal
 
 from lit_sllm.data.interleave import interleave, interleave_spans, random_spans
 from lit_sllm.data.schema import Sample, topk_target
-from lit_sllm.data.tasks import task_turns
+from lit_sllm.data.tasks import task_turns, teacher_turns
 
 
 class BehaviourImitation:
@@ -104,7 +104,7 @@ class BehaviourImitation:
             else:
                 parts, clips = interleave(sample.words, wave, rate, spans)
                 audio = {clip_name: (clip, rate) for clip_name, clip in clips.items()}
-        teacher = task_turns(prompt, [{"text": sample.transcript}], answer) if self.teacher_view else None
+        teacher = teacher_turns(prompt, sample.transcript, answer) if self.teacher_view else None
         target = topk_target(sample, task, prompt) if self.teacher_logits else None
         turns = task_turns(prompt, parts, answer)
         return dataclasses.replace(sample, task=task, turns=turns, audio=audio, teacher_turns=teacher, kd_target=target)

@@ -80,3 +80,10 @@ def task_turns(prompt: str, content: list[dict[str, str]], answer: str | None = 
     if answer is not None:
         turns.append({"role": "assistant", "parts": [{"text": answer}]})
     return turns
+
+
+def teacher_turns(prompt: str, transcript: str, answer: str | None = None) -> list[dict]:
+    """The teacher's view of a task: the prompt and the transcript as text. One definition for every place that
+    builds it (labelling, the stored distributions, the online KD view, the generalisation benchmark), so stored
+    distributions are computed over exactly the conversation the online teacher would read."""
+    return task_turns(prompt, [{"text": transcript}], answer)

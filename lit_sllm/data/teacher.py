@@ -31,7 +31,7 @@ from lit_sllm.data.pipeline import DataTally, ShardInfo, read_shard, resolve_sha
 from lit_sllm.data.prompts import ChatFormatter
 from lit_sllm.data.schema import SchemaError
 from lit_sllm.data.shards import INDEX_FILE, ShardSetWriter, SkipLog, StoredSample, stored_meta
-from lit_sllm.data.tasks import TaskSet, pick_prompt, task_turns
+from lit_sllm.data.tasks import TaskSet, pick_prompt, teacher_turns
 from lit_sllm.models.llm import LLMSpec, load_llm, load_tokenizer
 from lit_sllm.models.text_generation import answer_text_prompts, answer_top_log_probs
 
@@ -95,7 +95,7 @@ def teacher_requests(meta: dict, key: str, tasks: TaskSet, seed: int) -> list[tu
     requests = []
     for task in tasks.seen:
         prompt = pick_prompt(task, key, seed)
-        requests.append((task.name, prompt, task_turns(prompt, [{"text": transcript}])))
+        requests.append((task.name, prompt, teacher_turns(prompt, transcript)))
     return requests
 
 
@@ -162,7 +162,7 @@ def answered_conversations(meta: dict, asr_prompt: str | None) -> list[tuple[str
     answered = [(task, prompts[task], answer) for task, answer in sorted(responses.items())]
     if asr_prompt is not None:
         answered.append(("asr", asr_prompt, transcript))
-    return [(task, prompt, task_turns(prompt, [{"text": transcript}], answer)) for task, prompt, answer in answered]
+    return [(task, prompt, teacher_turns(prompt, transcript, answer)) for task, prompt, answer in answered]
 
 
 def store_topk(metas: list[dict], llm: PreTrainedModel, formatter: ChatFormatter, spec: TeacherSpec) -> None:
