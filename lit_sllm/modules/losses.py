@@ -77,7 +77,7 @@ def token_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tens
     """KL(teacher || student) per token on temperature-softened distributions: (n, V) and (n, V) -> (n,)."""
     log_p_teacher = (teacher.float() / temperature).log_softmax(-1)
     log_p_student = (student.float() / temperature).log_softmax(-1)
-    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
+    return _kl(log_p_teacher, log_p_student)
 
 
 def topk_kl(student: Tensor, teacher: TeacherTopK, temperature: float = 1.0) -> Tensor:
@@ -85,6 +85,11 @@ def topk_kl(student: Tensor, teacher: TeacherTopK, temperature: float = 1.0) -> 
     (n, V) student logits and (n, k) stored ids and log-probabilities -> (n,)."""
     log_p_teacher = (teacher.log_probs.float() / temperature).log_softmax(-1)  # (n, k)
     log_p_student = (student.float() / temperature).log_softmax(-1).gather(-1, teacher.ids)  # (n, k)
+    return _kl(log_p_teacher, log_p_student)
+
+
+def _kl(log_p_teacher: Tensor, log_p_student: Tensor) -> Tensor:
+    """sum p_teacher * (log p_teacher - log p_student) over the last axis."""
     return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
 
 
